@@ -1,0 +1,36 @@
+"""minillm: a small GPT-style language model, built end to end.
+
+Each module is one stage of the lifecycle and says at its top which lesson teaches it.
+Submodules are imported on first use, so ``import minillm`` is fast and needs only the
+runtime dependencies; ``minillm.GPT`` and friends resolve lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from minillm.utils import auto_device, doctor, seed_everything
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported when first accessed)
+_LAZY: dict[str, str] = {
+    "BPETokenizer": "minillm.tokenizer",
+    "GPT": "minillm.model",
+    "GPTConfig": "minillm.model",
+    "TrainConfig": "minillm.train",
+    "train": "minillm.train",
+    "course_model": "minillm.train",
+    "load_corpus": "minillm.data",
+}
+
+__all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'minillm' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    return getattr(module, name)

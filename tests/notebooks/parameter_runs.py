@@ -1,0 +1,10 @@
+"""Lessons executed again with other parameters, to cover branches their defaults do not.
+
+The one place to list them: {notebook file name: [parameter overrides, ...]}. Each entry becomes
+one test in tests/notebooks/test_parameter_runs.py. Keep each run small: it adds to `make test`.
+"""
+
+PARAMETER_RUNS: dict[str, list[dict[str, object]]] = {
+    # A single tiny matmul size: the plot and the table must still work with one point.
+    "00_welcome_and_setup.ipynb": [{"matmul_sizes": [32], "seconds_per_timing": 0.05}],
+}

@@ -1,0 +1,46 @@
+"""The command line: `python -m minillm` and the `minillm` entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from minillm import cli, utils
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "minillm", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_doctor_command_exits_zero_here():
+    result = run("doctor", "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "torch" in result.stdout and "ready for the course" in result.stdout
+
+
+def test_doctor_command_exits_non_zero_when_the_course_cannot_run(monkeypatch, capsys):
+    monkeypatch.setattr(utils, "_PACKAGES", [("not_a_real_module_xyz", "not-a-real-dist", "core")])
+    assert cli.main(["doctor", "--quick"]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "doctor" in result.stdout
+
+
+def test_no_command_prints_help_and_fails():
+    result = run()
+    assert result.returncode == 2
+    assert "usage" in result.stderr
+
+
+def test_unknown_command_is_rejected():
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["no-such-command"])
+    assert excinfo.value.code == 2
