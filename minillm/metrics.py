@@ -328,39 +328,45 @@ def continuation_logprobs(
     """Summed log-probability of each continuation given its context, in batches.
 
     Sequence ``i`` is ``contexts[i] + continuations[i]``; the log-probabilities of the
-    continuation's tokens are summed. Sequences are right-padded to the longest in the batch,
-    which a causal model never looks at, and cut on the left to fit the context length.
+    continuation's tokens are summed, each token scored with as much context as the model
+    allows (up to ``block_size`` tokens before it). Sequences that fit the context go through in
+    right-padded batches (a causal model never looks at the padding); longer ones are scored
+    with a sliding window of stride 1.
     """
     if len(contexts) != len(continuations):
         raise ValueError(
             f"contexts and continuations differ in length: {len(contexts)} and {len(continuations)}"
         )
     block_size = context_length(model, block_size)
-    rows = []
     for i, (ctx, cont) in enumerate(zip(contexts, continuations, strict=True)):
         if len(ctx) == 0:
             raise ValueError(f"context {i} is empty: the first continuation token needs a context")
         if len(cont) == 0:
             raise ValueError(f"continuation {i} is empty")
-        if len(cont) > block_size:
-            raise ValueError(f"continuation {i} has {len(cont)} tokens > block_size={block_size}")
-        rows.append([*ctx, *cont][-(block_size + 1) :])
+    rows = [[*ctx, *cont] for ctx, cont in zip(contexts, continuations, strict=True)]
+    results: dict[int, float] = {}
+    fits = [i for i, row in enumerate(rows) if len(row) - 1 <= block_size]
+    for i in sorted(set(range(len(rows))) - set(fits)):
+        nlls = token_nlls(model, rows[i], block_size=block_size, stride=1)
+        results[i] = -float(nlls[len(contexts[i]) - 1 :].sum())
     device = _model_device(model)
-    results: list[float] = []
     with _EvalMode(model):
-        for b in range(0, len(rows), batch_size):
-            batch = rows[b : b + batch_size]
-            width = max(len(r) for r in batch) - 1
-            x = torch.zeros(len(batch), width, dtype=torch.long)
-            for r, row in enumerate(batch):
-                x[r, : len(row) - 1] = torch.tensor(row[:-1])
-            logprobs = torch.log_softmax(model_logits(model, x.to(device)).float(), dim=-1).cpu()
-            for r, row in enumerate(batch):
-                n_cont = len(continuations[b + r])
-                targets = torch.tensor(row[-n_cont:])
-                positions = torch.arange(len(row) - 1 - n_cont, len(row) - 1)
-                results.append(float(logprobs[r, positions, targets].double().sum()))
-    return results
+        for b in range(0, len(fits), batch_size):
+            batch = fits[b : b + batch_size]
+            width = max(len(rows[i]) for i in batch) - 1
+            x = torch.zeros(len(batch), width, dtype=torch.long)  # (B, width), right-padded
+            for r, i in enumerate(batch):
+                x[r, : len(rows[i]) - 1] = torch.tensor(rows[i][:-1])
+            logits = model_logits(model, x.to(device)).float()
+            logprobs = torch.log_softmax(logits, dim=-1).cpu()  # (B, width, vocab)
+            for r, i in enumerate(batch):
+                n_ctx, n_total = len(contexts[i]), len(rows[i])
+                positions = torch.arange(
+                    n_ctx - 1, n_total - 1
+                )  # outputs predicting the continuation
+                targets = torch.tensor(rows[i][n_ctx:])
+                results[i] = float(logprobs[r, positions, targets].double().sum())
+    return [results[i] for i in range(len(rows))]
 
 
 @dataclass(frozen=True)
