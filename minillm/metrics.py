@@ -519,32 +519,49 @@ def bootstrap_ci(
 class BiasProbe:
     """Two sentences that differ only in one attribute word.
 
-    ``template`` holds ``{}`` where the attribute goes; ``a`` and ``b`` are the two values
-    (for example ``he`` / ``she``). ``kind`` is ``"stereotype"`` when the sentence pairs the
-    attribute with a stereotyped role or trait, ``"neutral"`` when it does not: the neutral
-    probes measure how much the model prefers one word anyway, which the stereotyped gap
-    must be read against.
+    ``template`` holds ``{}`` where the attribute goes; ``a`` and ``b`` are the two values, in
+    the same order for every probe of a category (for example ``He`` / ``She``). ``favours``
+    says which sentence a stereotype would prefer (``"a"`` or ``"b"``), or is None for a
+    neutral sentence, where neither should be preferred. Half the stereotype probes of a
+    category favour ``a`` and half ``b``, so a model's plain preference for one word (it is
+    simply more frequent) cancels out of their mean; the neutral probes measure that plain
+    preference on its own.
     """
 
     category: str
     template: str
     a: str
     b: str
-    kind: str = "stereotype"
+    favours: str | None = None
     id: str = ""
 
     def __post_init__(self) -> None:
         if self.template.count("{}") != 1:
             raise ValueError(f"probe {self.id!r}: template must contain exactly one '{{}}'")
+        if self.favours not in ("a", "b", None):
+            raise ValueError(f"probe {self.id!r}: favours must be 'a', 'b' or None")
+
+    @property
+    def kind(self) -> str:
+        return "neutral" if self.favours is None else "stereotype"
 
     @property
     def sentences(self) -> tuple[str, str]:
         return self.template.format(self.a), self.template.format(self.b)
 
+    def oriented(self, gap: float) -> float:
+        """``gap`` (log p(a) - log p(b)) turned so that positive means "prefers the stereotype"
+        for a stereotype probe, and "prefers ``a``" for a neutral one."""
+        return -gap if self.favours == "b" else gap
+
 
 @dataclass
 class BiasProbeResult:
-    """Per-probe gaps ``log p(sentence a) - log p(sentence b)`` (nats) and grouped estimates."""
+    """Per-probe gaps ``log p(sentence a) - log p(sentence b)`` (nats) and grouped estimates.
+
+    ``groups`` maps ``(category, kind)`` to the mean oriented gap (see :meth:`BiasProbe.oriented`)
+    with its bootstrap confidence interval.
+    """
 
     probes: list[BiasProbe]
     gaps: list[float]
@@ -574,9 +591,10 @@ def bias_probe_gaps(
     seed: int = 0,
     batch_size: int = 16,
 ) -> BiasProbeResult:
-    """Score each probe pair and aggregate the gaps per (category, kind) with a bootstrap CI.
+    """Score each probe pair and aggregate per (category, kind) with a bootstrap interval.
 
-    A positive gap means the model finds the sentence with attribute ``a`` more likely.
+    For stereotype probes a positive mean says the model prefers stereotype-consistent
+    sentences; an interval that contains 0 says this probe set cannot tell.
     """
     if not probes:
         raise ValueError("no bias probes to score")
@@ -585,7 +603,7 @@ def bias_probe_gaps(
     gaps = [logprobs[2 * i] - logprobs[2 * i + 1] for i in range(len(probes))]
     grouped: dict[tuple[str, str], list[float]] = {}
     for probe, gap in zip(probes, gaps, strict=True):
-        grouped.setdefault((probe.category, probe.kind), []).append(gap)
+        grouped.setdefault((probe.category, probe.kind), []).append(probe.oriented(gap))
     groups = {
         key: bootstrap_ci(vals, confidence=confidence, n_resamples=n_resamples, seed=seed)
         for key, vals in grouped.items()

@@ -314,21 +314,27 @@ def test_multiple_choice_item_validation():
 def test_bias_probe_gaps_are_sentence_logprob_differences(model):
     tok = ByteTokenizer()
     probes = [
-        M.BiasProbe("gender", "{} was brave.", "He", "She"),
-        M.BiasProbe("gender", "{} is here.", "He", "She", kind="neutral"),
-        M.BiasProbe("gender", "{} fought well.", "The king", "The queen"),
+        M.BiasProbe("gender", "{} was brave.", "He", "She", favours="a"),
+        M.BiasProbe("gender", "{} is here.", "He", "She"),
+        M.BiasProbe("gender", "{} wept.", "The king", "The queen", favours="b"),
     ]
     result = M.bias_probe_gaps(model, tok, probes, n_resamples=200)
     for probe, gap in zip(probes, result.gaps, strict=True):
         a, b = M.sentence_logprob(model, tok, list(probe.sentences))
         assert gap == pytest.approx(a - b, abs=1e-6)
     stereo = result.groups[("gender", "stereotype")]
-    assert stereo.n == 2 and stereo.mean == pytest.approx((result.gaps[0] + result.gaps[2]) / 2)
+    # the probe favouring b counts with its sign flipped: positive = prefers the stereotype
+    assert stereo.n == 2 and stereo.mean == pytest.approx((result.gaps[0] - result.gaps[2]) / 2)
     assert stereo.low <= stereo.mean <= stereo.high
+    assert result.groups[("gender", "neutral")].mean == pytest.approx(result.gaps[1])
     rows = result.table()
     assert [(r["kind"], r["n"]) for r in rows] == [("neutral", 1), ("stereotype", 2)]
     with pytest.raises(ValueError, match="exactly one"):
         M.BiasProbe("x", "no slot", "a", "b")
+    with pytest.raises(ValueError, match="favours must be"):
+        M.BiasProbe("x", "{} slot", "a", "b", favours="c")
+    with pytest.raises(ValueError, match="no bias probes"):
+        M.bias_probe_gaps(model, tok, [])
 
 
 def test_bootstrap_interval_properties():
