@@ -38,9 +38,10 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Set
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 import regex
 
@@ -288,6 +289,23 @@ def _train_naive(
 # ---------------------------------------------------------------------------------------------
 
 
+class _ChunkCache(dict):
+    """chunk -> ids. A hit is a plain dict lookup (in C); a miss computes and stores the ids.
+
+    Cleared when it holds ``_CACHE_LIMIT`` chunks, so memory stays bounded on endless streams.
+    """
+
+    def __init__(self, compute: Callable[[str], list[int]]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, chunk: str) -> list[int]:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        ids = self[chunk] = self.compute(chunk)
+        return ids
+
+
 class BPETokenizer:
     """A byte-level BPE tokenizer with tiktoken's encoding rule and special-token semantics.
 
@@ -330,7 +348,7 @@ class BPETokenizer:
         self.merges = list(merges or [])
         self.name = name
         self._byte_ids = [self._ranks[bytes([b])] for b in range(256)]
-        self._cache: dict[str, list[int]] = {}
+        self._cache = _ChunkCache(self._merge_chunk)
         self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
 
     # --- properties -------------------------------------------------------------------------
@@ -441,31 +459,27 @@ class BPETokenizer:
     # --- encoding ---------------------------------------------------------------------------
 
     def _bpe(self, chunk: str) -> list[int]:
-        """Ids of one pre-tokenized chunk: merge the lowest-ranked adjacent pair until none."""
-        ids = self._cache.get(chunk)
-        if ids is not None:
-            return ids
+        """Ids of one pre-tokenized chunk, from the cache or computed by :meth:`_merge_chunk`."""
+        return self._cache[chunk]
+
+    def _merge_chunk(self, chunk: str) -> list[int]:
+        """Merge the chunk's bytes, always the adjacent pair whose merged bytes rank lowest."""
         data = chunk.encode("utf-8")
         ranks = self._ranks
         whole = ranks.get(data)
         if whole is not None:  # the whole chunk is one token (tiktoken's shortcut)
-            ids = [whole]
-        else:
-            parts = [data[i : i + 1] for i in range(len(data))]
-            while len(parts) > 1:
-                best_rank, best_i = None, -1
-                for i in range(len(parts) - 1):
-                    rank = ranks.get(parts[i] + parts[i + 1])
-                    if rank is not None and (best_rank is None or rank < best_rank):
-                        best_rank, best_i = rank, i
-                if best_rank is None:
-                    break
-                parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-            ids = [ranks[p] for p in parts]
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[chunk] = ids
-        return ids
+            return [whole]
+        parts = [data[i : i + 1] for i in range(len(data))]
+        while len(parts) > 1:
+            best_rank, best_i = None, -1
+            for i in range(len(parts) - 1):
+                rank = ranks.get(parts[i] + parts[i + 1])
+                if rank is not None and (best_rank is None or rank < best_rank):
+                    best_rank, best_i = rank, i
+            if best_rank is None:
+                break
+            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+        return [ranks[p] for p in parts]
 
     def _resolve_specials(
         self,
@@ -527,13 +541,13 @@ class BPETokenizer:
 
     def _encode_checked(self, text: str, allowed: frozenset[str]) -> list[int]:
         ids: list[int] = []
-        bpe, findall = self._bpe, self._compiled.findall
+        lookup, findall = self._cache.__getitem__, self._compiled.findall
         pieces = self._regex_for(allowed).split(text) if allowed else [text]
         # re.split without groups drops the separators: find them again to interleave their ids
         specials = self._regex_for(allowed).findall(text) if allowed else []
         for index, piece in enumerate(pieces):
-            for chunk in findall(piece):
-                ids.extend(bpe(chunk))
+            # map/chain run in C; only a chunk missing from the cache calls back into Python
+            ids.extend(chain.from_iterable(map(lookup, findall(piece))))
             if index < len(specials):
                 ids.append(self._special[specials[index]])
         return ids
@@ -607,7 +621,8 @@ class BPETokenizer:
                 yield from (special_id,) if special_id is not None else self._bpe(buffer[start:end])
                 cut = end
             buffer = buffer[cut:]
-        yield from self.encode(buffer, allowed_special=allowed, disallowed_special=disallowed)
+        for start, end, special_id in self._stream_segments(buffer, allowed, disallowed):
+            yield from (special_id,) if special_id is not None else self._bpe(buffer[start:end])
 
     def _stream_segments(
         self, buffer: str, allowed: frozenset[str], disallowed: frozenset[str]
@@ -630,14 +645,21 @@ class BPETokenizer:
         Raises:
             ValueError: an id is not in the vocabulary (the message names it).
         """
+        ids = ids if isinstance(ids, list) else list(ids)
         decoder = self._decoder
         try:
             return b"".join([decoder[i] for i in ids])
         except (KeyError, TypeError):
-            bad = next(i for i in ids if i not in decoder)
+            bad = next(i for i in ids if not self._is_known(i))
             raise ValueError(
                 f"unknown token id {bad!r}: ids run from 0 to {self.vocab_size - 1}"
             ) from None
+
+    def _is_known(self, token_id: object) -> bool:
+        try:
+            return token_id in self._decoder
+        except TypeError:  # unhashable
+            return False
 
     def decode(self, ids: Iterable[int]) -> str:
         """Decode ids to a str; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -876,7 +898,7 @@ class _LineReader:
         self.position = 0
         self.last = ""
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         raise ValueError(f"{self.path}: line {self.position}: {message}")
 
     def next_line(self, what: str) -> str:
