@@ -7,4 +7,15 @@ one test in tests/notebooks/test_parameter_runs.py. Keep each run small: it adds
 PARAMETER_RUNS: dict[str, list[dict[str, object]]] = {
     # A single tiny matmul size: the plot and the table must still work with one point.
     "00_welcome_and_setup.ipynb": [{"matmul_sizes": [32], "seconds_per_timing": 0.05}],
+    # Tiny sizes: two-point compression plot, a vocabulary barely past the bytes, short parity text.
+    "02_tokenization.ipynb": [
+        {
+            "naive_chars": 5_000,
+            "naive_vocab_size": 270,
+            "train_chars": 50_000,
+            "vocab_size": 300,
+            "plot_vocab_sizes": [256, 300],
+            "parity_chars": 20_000,
+        }
+    ],
 }
