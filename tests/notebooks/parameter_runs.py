@@ -18,4 +18,10 @@ PARAMETER_RUNS: dict[str, list[dict[str, object]]] = {
             "parity_chars": 20_000,
         }
     ],
+    # Two heads of width 4, a one-line heatmap, a short timing.
+    "03_attention.ipynb": [{"d_model": 8, "n_head": 2, "heatmap_lines": 1, "timing_length": 32}],
+    # Two heads: the grouped-query variant becomes multi-query attention (one key/value head).
+    "04_gpt_model.ipynb": [
+        {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "deep_layers": 4}
+    ],
 }
