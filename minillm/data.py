@@ -270,7 +270,6 @@ _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u200b]")
 _OTHER_LINE_BREAKS = "\r\x0b\x0c\x85\u2028\u2029"
 _LINE_BREAKS = re.compile(rf"\r\n|[{_OTHER_LINE_BREAKS}]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _LETTERS = re.compile(r"[^\W\d_]+")
 
 
@@ -302,7 +301,7 @@ def normalize_whitespace(text: str) -> str:
     if any(ch in text for ch in _OTHER_LINE_BREAKS):  # fast path for text already using \n
         text = _LINE_BREAKS.sub("\n", text)
     text = _INVISIBLE.sub("", text)
-    text = _TRAILING_SPACE.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))  # faster than a regex here
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip("\n")
 

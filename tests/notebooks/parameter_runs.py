@@ -7,6 +7,10 @@ one test in tests/notebooks/test_parameter_runs.py. Keep each run small: it adds
 PARAMETER_RUNS: dict[str, list[dict[str, object]]] = {
     # A single tiny matmul size: the plot and the table must still work with one point.
     "00_welcome_and_setup.ipynb": [{"matmul_sizes": [32], "seconds_per_timing": 0.05}],
+    # Fewer hash functions and 4-row bands with a high threshold: LSH misses edition pairs (recall < 1).
+    "01_data.ipynb": [
+        {"num_perm": 64, "bands": 16, "threshold": 0.3, "naive_num_perm": 4, "block_size": 8}
+    ],
     # Tiny sizes: two-point compression plot, a vocabulary barely past the bytes, short parity text.
     "02_tokenization.ipynb": [
         {

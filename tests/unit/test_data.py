@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import minillm
@@ -237,6 +237,8 @@ MESSY_TEXT = st.text(
 
 @PROPERTY
 @given(text=MESSY_TEXT, form=st.sampled_from(["NFC", "NFKC"]))
+@example(text="a\x00\u0301", form="NFC")  # removing the NUL joins a letter and its accent
+@example(text="a \u00a0\nb", form="NFKC")  # a no-break space at a line end must go too
 def test_clean_text_is_idempotent(text, form):
     once = clean_text(text, unicode_form=form)
     assert clean_text(once, unicode_form=form) == once
