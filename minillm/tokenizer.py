@@ -179,12 +179,22 @@ def _pair_counts(ids: list[int]) -> dict[tuple[int, int], int]:
     return counts
 
 
+def _descending(token: bytes) -> tuple[int, ...]:
+    """A key that sorts byte strings in *decreasing* lexicographic order (for a min-heap).
+
+    Each byte is flipped (255 - b) and a terminator 256 is appended, so a proper prefix sorts
+    after the longer strings that extend it, as it must when the order is reversed.
+    """
+    return (*(255 - b for b in token), 256)
+
+
 class _Vocab:
     """The growing vocabulary of a training run: id -> bytes and bytes -> id."""
 
     def __init__(self) -> None:
         self.tokens: list[bytes] = [bytes([b]) for b in range(256)]
         self.ids: dict[bytes, int] = {t: i for i, t in enumerate(self.tokens)}
+        self.heap_keys: list[tuple[int, ...]] = [_descending(t) for t in self.tokens]
 
     def add(self, pair: tuple[int, int]) -> int:
         """Id of the merged pair. Its bytes may already be a token, reached by another split
@@ -194,19 +204,11 @@ class _Vocab:
         if merged not in self.ids:
             self.ids[merged] = len(self.tokens)
             self.tokens.append(merged)
+            self.heap_keys.append(_descending(merged))
         return self.ids[merged]
 
     def tie_key(self, pair: tuple[int, int]) -> tuple[bytes, bytes]:
         return self.tokens[pair[0]], self.tokens[pair[1]]
-
-
-def _descending(token: bytes) -> tuple[int, ...]:
-    """A key that sorts byte strings in *decreasing* lexicographic order (for a min-heap).
-
-    Each byte is flipped (255 - b) and a terminator 256 is appended, so a proper prefix sorts
-    after the longer strings that extend it, as it must when the order is reversed.
-    """
-    return (*(255 - b for b in token), 256)
 
 
 def _train_fast(
@@ -225,8 +227,8 @@ def _train_fast(
 
     def entry(pair: tuple[int, int]) -> tuple:
         # min-heap order: highest count first, then the greatest pair compared as bytes
-        left, right = vocab.tie_key(pair)
-        return (-pair_count[pair], _descending(left), _descending(right), pair)
+        keys = vocab.heap_keys
+        return (-pair_count[pair], keys[pair[0]], keys[pair[1]], pair)
 
     heap = [entry(pair) for pair in pair_count]
     heapq.heapify(heap)
