@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "train": "minillm.train",
     "course_model": "minillm.train",
     "load_corpus": "minillm.data",
+    "prepare_corpus": "minillm.data",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
