@@ -475,3 +475,16 @@ def test_every_pair_of_distinct_plays_is_far_below_the_threshold(shakespeare):
     shingles = [shingle_hashes(clean_text(d.text)) for d in modern]
     worst = max(jaccard(a, b) for a, b in itertools.combinations(shingles, 2))
     assert worst < 0.05
+
+
+def test_prepare_corpus_on_a_folder(tmp_path):
+    play = "To be, or not to be, that is the question: whether 'tis nobler in the mind. " * 20
+    (tmp_path / "play.txt").write_text(play + "\r\n\r\n\r\n\r\nCall 555-123-4567.  \r\n")
+    (tmp_path / "copy.txt").write_text(play + "\n\n\n\nCall 555-123-4567.\n")
+    (tmp_path / "stub.txt").write_text("Exeunt.")
+    [doc] = prepare_corpus(tmp_path)  # stub filtered, copy removed as an exact duplicate
+    assert doc.name == "copy" and doc.text.endswith("\n\nCall <PHONE>.")
+    (tmp_path / "play.txt").unlink()
+    (tmp_path / "copy.txt").unlink()
+    with pytest.raises(ValueError, match="failed the quality filters"):
+        prepare_corpus(tmp_path)
