@@ -10,7 +10,6 @@ PIP    := $(BIN)/python -m pip
 PYTEST_TIMEOUT_FLAGS := --nbval-cell-timeout=900
 
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Offline by default: nothing may reach a model or dataset hub unless the user asks.
 export HF_HUB_OFFLINE := 1

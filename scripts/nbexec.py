@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -76,12 +77,17 @@ def execute_notebook(
         kernel_name=KERNEL,
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
+    # A non-interactive MPLBACKEND (set by tests, say) would stop the kernel from storing figures.
+    saved_backend = os.environ.pop("MPLBACKEND", None)
     try:
         client.execute()
     except CellTimeoutError as err:
         raise NotebookError(f"{path}: a cell ran longer than {timeout} s: {err}") from None
     except CellExecutionError:
         raise NotebookError(_describe_failure(path, nb)) from None
+    finally:
+        if saved_backend is not None:
+            os.environ["MPLBACKEND"] = saved_backend
     if output_path is not None:
         output_path = Path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,16 @@ class TestLesson:
         assert None not in counts, f"{path.name}: outputs not stored; run `make notebooks`"
         assert counts == sorted(counts), f"{path.name}: cells were run out of order: {counts}"
 
+    def test_figures_are_stored(self, path):
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(code_cells(nb)):
+            if "plt.show()" in cell.source:
+                kinds = {key for out in cell.get("outputs", []) for key in out.get("data", {})}
+                assert "image/png" in kinds, (
+                    f"{path.name} code cell {index} shows a figure but stores none; re-execute "
+                    "it without MPLBACKEND=Agg (scripts/nbexec.py does this)"
+                )
+
     def test_exercise_stubs_raise_and_checks_are_tagged(self, path):
         nb = nbformat.read(path, as_version=4)
         for index, cell in enumerate(code_cells(nb)):
