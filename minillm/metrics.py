@@ -1076,7 +1076,9 @@ def _check_labels(y_true: Sequence[Any], y_pred: Sequence[Any]) -> tuple[list[An
     for label in y_true + y_pred:
         if isinstance(label, str):
             kinds.add("string")
-        elif isinstance(label, Integral) or (isinstance(label, Real) and float(label).is_integer()):
+        elif isinstance(label, Integral | np.bool_) or (
+            isinstance(label, Real) and float(label).is_integer()
+        ):
             kinds.add("number")
         elif isinstance(label, Real):
             raise ValueError(

@@ -354,8 +354,13 @@ def test_classification_bad_input_raises(y_true, y_pred, kwargs, error, message)
         M.precision_recall_f1(y_true, y_pred, **kwargs)
 
 
-def test_accuracy_accepts_numpy_arrays():
+def test_accuracy_accepts_numpy_arrays_and_booleans():
     assert M.accuracy(np.array([1, 2, 3]), np.array([1, 2, 0])) == pytest.approx(2 / 3)
+    y_true, y_pred = [np.bool_(True), np.bool_(False)], [np.bool_(True), np.bool_(True)]
+    ours = M.precision_recall_f1(y_true, y_pred, average="binary")
+    assert (ours.precision, ours.recall, ours.f1) == pytest.approx(
+        sklearn_prf(y_true, y_pred, average="binary")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
