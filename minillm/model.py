@@ -518,6 +518,16 @@ class GPT(nn.Module):
                     f"the KV cache holds {start} tokens; {T} more make {start + T}, longer than "
                     f"its capacity {kv_cache.max_len} (block_size={self.config.block_size})"
                 )
+        hidden = self._hidden(idx, start, kv_cache)
+        logits = self.lm_head(hidden)  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = self._loss(logits, targets)
+        return logits, loss
+
+    def _hidden(self, idx: torch.Tensor, start: int, kv_cache: KVCache | None) -> torch.Tensor:
+        """The final-normed hidden states (B, T, n_embd) of checked ids at positions start.."""
+        T = idx.shape[1]
         x = self.transformer.wte(idx)  # (B, T, n_embd)
         rope = None
         if self.config.pos_emb == "learned":
@@ -530,11 +540,11 @@ class GPT(nn.Module):
             x = block(x, rope=rope, cache=kv_cache, layer=layer)
         if kv_cache is not None:
             kv_cache.length = start + T
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
-        loss = None
-        if targets is not None:
-            loss = self._loss(logits, targets)
-        return logits, loss
+        return self.transformer.ln_f(x)
+
+    def _next_logits(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, vocab) of the last position only, for ids already known to be valid."""
+        return self.lm_head(self._hidden(idx, cache.length, cache)[:, -1])
 
     def _check_ids(self, idx: torch.Tensor) -> tuple[int, int]:
         if (
@@ -668,7 +678,9 @@ class GPT(nn.Module):
         self.eval()
         try:
             cache = self.new_kv_cache(idx.shape[0])
-            logits = self(context, kv_cache=cache)[0][:, -1]
+            # Ids were checked above and new ones come from the model: the loop skips the checks
+            # and computes the output layer for the last position only.
+            logits = self._next_logits(context, cache)
             out = [idx]
             for step in range(max_new_tokens):
                 next_id = _sample(logits, temperature, top_k, generator)  # (B, 1)
@@ -678,9 +690,9 @@ class GPT(nn.Module):
                 if cache.length == cache.max_len:  # full: slide the window by half a block
                     window = torch.cat(out, dim=1)[:, -max(1, block // 2) :]
                     cache.reset()
-                    logits = self(window, kv_cache=cache)[0][:, -1]
+                    logits = self._next_logits(window, cache)
                 else:
-                    logits = self(next_id, kv_cache=cache)[0][:, -1]
+                    logits = self._next_logits(next_id, cache)
         finally:
             self.train(was_training)
         return torch.cat(out, dim=1)
