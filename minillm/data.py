@@ -81,12 +81,14 @@ def load_corpus(
 
     Args:
         name_or_path: one of
+
             - a bundled corpus name (``"shakespeare"``);
             - a folder of text files (every file matching ``pattern``, sorted by path; an INI-style
               ``metadata.txt`` in the folder, as in the bundled corpus, supplies titles and sources);
             - a single text file;
             - a ``datasets.Dataset`` (or ``IterableDataset``) with a string column ``text_field``;
             - a Hugging Face hub dataset name, only with ``from_hub=True``.
+
         from_hub: load ``name_or_path`` with ``datasets.load_dataset`` (needs the network, or the
             dataset in the local Hugging Face cache). Off by default so nothing downloads by accident.
         split: the split to load from the hub.
@@ -486,7 +488,7 @@ def shingle_hashes(text: str, shingle_size: int = 3) -> np.ndarray:
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity |A ∩ B| / |A ∪ B| of two sets given as unique arrays (0.0 if both empty)."""
+    """Exact Jaccard similarity ``|A ∩ B| / |A ∪ B|`` of two sets given as unique arrays (0.0 if both empty)."""
     union = np.union1d(a, b).size
     return np.intersect1d(a, b, assume_unique=True).size / union if union else 0.0
 
