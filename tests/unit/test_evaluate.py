@@ -17,7 +17,7 @@ from minillm import metrics as M
 class TinyLM(nn.Module):
     """A causal stand-in: logits from the running mean of the embeddings."""
 
-    def __init__(self, vocab_size: int = 257, block_size: int = 16):
+    def __init__(self, vocab_size: int = 257, block_size: int = 64):
         super().__init__()
         torch.manual_seed(0)
         self.config = type("Config", (), {"block_size": block_size})()
@@ -98,7 +98,7 @@ def test_greedy_continuation_picks_the_argmax_each_step():
     out = E.greedy_continuation(model, ids, 5)
     seq = list(ids)
     for _ in range(5):
-        seq.append(int(model(torch.tensor([seq[-16:]]))[0][0, -1].argmax()))
+        seq.append(int(model(torch.tensor([seq[-64:]]))[0][0, -1].argmax()))
     assert out == seq[3:]
 
 
