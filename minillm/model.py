@@ -55,22 +55,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-medium": dict(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),
     "gpt2-large": dict(vocab_size=50257, block_size=1024, n_layer=36, n_head=20, n_embd=1280),
     "gpt2-xl": dict(vocab_size=50257, block_size=1024, n_layer=48, n_head=25, n_embd=1600),
-    # The course shape with Llama's choices: RoPE, RMSNorm, SwiGLU, grouped-query attention and
-    # no biases. Small Llamas (Llama 3.2 1B/3B) tie the input and output embeddings; so does this.
-    "llama-small": dict(
-        vocab_size=2048,
-        block_size=128,
-        n_layer=4,
-        n_head=4,
-        n_kv_head=2,
-        n_embd=128,
-        bias=False,
-        norm="rmsnorm",
-        mlp="swiglu",
-        pos_emb="rope",
-        tie_weights=True,
-    ),
 }
+# The course shape with Llama's choices: RoPE, RMSNorm, SwiGLU, grouped-query attention (half as
+# many key/value heads) and no biases. Small Llamas (Llama 3.2 1B/3B) tie the input and output
+# embeddings; so does this. It follows the "course" sizes, so the two can be compared directly.
+PRESETS["llama-small"] = dict(
+    PRESETS["course"],
+    n_kv_head=max(1, PRESETS["course"]["n_head"] // 2),
+    bias=False,
+    norm="rmsnorm",
+    mlp="swiglu",
+    pos_emb="rope",
+    tie_weights=True,
+)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
