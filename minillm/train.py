@@ -375,6 +375,15 @@ def shard_for_rank(tokens: Any, info: DistInfo) -> Any:
     return tokens[info.rank * size : (info.rank + 1) * size]
 
 
+def batch_generator(seed: int, rank: int = 0) -> torch.Generator:
+    """The generator that draws the training batches of ``rank`` in a run seeded with ``seed``.
+
+    Each rank gets its own stream; evaluation uses separate generators, so evaluating never
+    changes which batches training sees.
+    """
+    return torch.Generator().manual_seed(seed + 7919 * (rank + 1))
+
+
 def _batch(
     tokens: Any, batch_size: int, block_size: int, generator: torch.Generator, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -475,7 +484,7 @@ def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return unique, aliases
 
 
-def _rng_snapshot(batch_generator: torch.Generator | None) -> dict[str, Any]:
+def _rng_snapshot(generator: torch.Generator | None) -> dict[str, Any]:
     """Every random generator this process uses: tensors and JSON-able parts."""
     np_state = np.random.get_state()
     snapshot: dict[str, Any] = {
@@ -485,20 +494,20 @@ def _rng_snapshot(batch_generator: torch.Generator | None) -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         snapshot["cuda"] = torch.cuda.get_rng_state()
-    if batch_generator is not None:
-        snapshot["batch"] = batch_generator.get_state()
+    if generator is not None:
+        snapshot["batch"] = generator.get_state()
     return snapshot
 
 
-def _restore_rng(snapshot: dict[str, Any], batch_generator: torch.Generator | None) -> None:
+def _restore_rng(snapshot: dict[str, Any], generator: torch.Generator | None) -> None:
     random.setstate(_to_tuple(snapshot["python"]))
     name, keys, *rest = snapshot["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(snapshot["torch"])
     if "cuda" in snapshot and torch.cuda.is_available():
         torch.cuda.set_rng_state(snapshot["cuda"])
-    if batch_generator is not None and "batch" in snapshot:
-        batch_generator.set_state(snapshot["batch"])
+    if generator is not None and "batch" in snapshot:
+        generator.set_state(snapshot["batch"])
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -861,7 +870,7 @@ class _Run:
             device_type=self.device.type,
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.dtype == "float16")
-        self.generator = torch.Generator().manual_seed(config.seed + 7919 * (info.rank + 1))
+        self.generator = batch_generator(config.seed, info.rank)
         self.step = 0
         self.tokens_seen = 0
         self.last_saved_step: int | None = None
@@ -1100,7 +1109,11 @@ def _loop(run: _Run, stop_after: int | None) -> list[dict[str, Any]]:
     flops_per_token = _flops_per_token(run.model)
     history: list[dict[str, Any]] = []
 
+    loop_started = time.perf_counter()
+
     def record(entry: dict[str, Any]) -> None:
+        if entry["kind"] != "step":  # seconds since this process started the loop
+            entry["elapsed_s"] = round(time.perf_counter() - loop_started, 3)
         history.append(entry)
         if run.info.is_main and entry["kind"] != "step":
             _append_log(run.log_path, entry)
