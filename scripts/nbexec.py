@@ -54,6 +54,42 @@ def _describe_failure(path: Path, nb: nbformat.NotebookNode) -> str:
     return f"{path}: execution failed"
 
 
+def _collapse_carriage_returns(text: str) -> str:
+    """Keep what a terminal would show: on each line, the text after its last carriage return."""
+    lines = []
+    for line in text.split("\n"):
+        segments = [segment for segment in line.split("\r") if segment]
+        lines.append(segments[-1] if segments else "")
+    return "\n".join(lines)
+
+
+def tidy_streams(nb: nbformat.NotebookNode) -> None:
+    """Merge consecutive outputs of one stream and resolve progress-bar redraws (``\\r``).
+
+    A tqdm bar writes one stream output per redraw; stored as is, a training cell holds
+    dozens of them, and the book shows each on its own line. Jupyter displays the last state.
+    """
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged: list = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (
+                output.get("output_type") == "stream"
+                and previous is not None
+                and previous.get("output_type") == "stream"
+                and previous.get("name") == output.get("name")
+            ):
+                previous["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream":
+                output["text"] = _collapse_carriage_returns(output["text"])
+        cell.outputs = merged
+
+
 def execute_notebook(
     path: str | Path,
     parameters: dict[str, Any] | None = None,
@@ -88,6 +124,7 @@ def execute_notebook(
     finally:
         if saved_backend is not None:
             os.environ["MPLBACKEND"] = saved_backend
+    tidy_streams(nb)
     if output_path is not None:
         output_path = Path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,3 +48,24 @@ def test_tagged_exercise_checks_may_raise_and_parameters_are_injected(tmp_path):
     nb = execute_notebook(path, parameters={"size": 5}, output_path=out)
     assert out.exists()
     assert nb.cells[2].outputs[0]["ename"] == "NotImplementedError"
+
+
+def test_tidy_streams_merges_progress_bar_redraws():
+    from nbexec import tidy_streams
+    from nbformat.v4 import new_output
+
+    cell = new_code_cell("train()")
+    cell.outputs = [
+        new_output("stream", name="stdout", text="start\n"),
+        new_output("stream", name="stderr", text="\rtrain:   0%"),
+        new_output("stream", name="stderr", text="\rtrain:  50%"),
+        new_output("stream", name="stderr", text="\rtrain: 100%\n"),
+        new_output("stream", name="stdout", text="done\n"),
+    ]
+    nb = new_notebook(cells=[cell])
+    tidy_streams(nb)
+    assert [(o["name"], o["text"]) for o in nb.cells[0].outputs] == [
+        ("stdout", "start\n"),
+        ("stderr", "train: 100%\n"),
+        ("stdout", "done\n"),
+    ]
