@@ -155,7 +155,7 @@ def main() -> int:
     write_api_page()
     write_timings_page(seconds)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book), "build", str(BOOK), "--warningiserror", "--keep-going"]
+    command = [str(jupyter_book), "build", str(BOOK), "--all", "--warningiserror", "--keep-going"]
     print("rendering:", " ".join(command), flush=True)
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode != 0:

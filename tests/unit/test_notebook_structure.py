@@ -102,6 +102,24 @@ class TestLesson:
         assert not missing, f"{solved.name} lacks these check cells of {path.name}: {missing}"
 
 
+HEADING = re.compile(r"^(#{1,6}) ", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=[p.name for p in LESSONS + SOLUTIONS])
+def test_headings_never_skip_a_level(path):
+    """The book treats a jump such as H1 -> H3 as a Sphinx warning, hence an error."""
+    level = 0
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "markdown":
+            continue
+        for match in HEADING.finditer(cell.source):
+            new_level = len(match.group(1))
+            assert new_level <= level + 1, (
+                f"{path.name}: heading {match.group(0)!r} jumps from level {level} to {new_level}"
+            )
+            level = new_level
+
+
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
 def test_solution_belongs_to_a_lesson_and_never_expects_errors(path):
     lesson = ROOT / "notebooks" / path.name.replace("_solutions.ipynb", ".ipynb")
