@@ -20,17 +20,14 @@ Targets (issue 4): training step >= 1.0x transformers; KV cache >= 5x faster tha
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import machine_info, timed, write_results
 
 from minillm.model import GPT, GPTConfig
 
@@ -102,16 +99,6 @@ def greedy_recompute(model: GPT, idx: torch.Tensor, steps: int) -> torch.Tensor:
     return idx
 
 
-def timed(fn, repeats: int = 1):
-    """Fastest wall time of ``repeats`` calls, and the result of the last one."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def compare_decoding(lengths: tuple[int, ...], repeats: int) -> list[dict]:
     torch.manual_seed(0)
     config = GPTConfig.preset("course", block_size=PROMPT_LENGTH + max(lengths))
@@ -145,28 +132,6 @@ def compare_decoding(lengths: tuple[int, ...], repeats: int) -> list[dict]:
             }
         )
     return rows
-
-
-def machine() -> dict:
-    return {
-        "platform": f"{platform.system()} {platform.machine()}",
-        "processor": platform.processor() or "unknown",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": version("transformers"),
-        "note": "2-core machine shared with other jobs while measured: absolute figures are "
-        "pessimistic; ratios come from interleaved runs in one process.",
-    }
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(data, tmp, indent=2)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
 
 
 def main() -> None:
@@ -210,9 +175,14 @@ def main() -> None:
     }
     print("\nTargets:", ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items()))
     if not args.quick:
-        write_json(
+        write_results(
             args.output,
-            {"machine": machine(), "training": training, "decoding": decoding, "targets": targets},
+            {
+                "machine": machine_info(transformers=version("transformers")),
+                "training": training,
+                "decoding": decoding,
+                "targets": targets,
+            },
         )
         print(f"wrote {args.output}")
 

@@ -24,14 +24,13 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine_info, write_results
 
 from minillm.data import get_batch, prepare_corpus, split_documents
 from minillm.model import GPT, GPTConfig
@@ -294,25 +293,15 @@ def run_learning(meta: dict, train_ids, val_ids, budget: float) -> dict:
     return learning
 
 
-def write_results(out: Path, speed: dict, learning: dict) -> None:
+def save_results(out: Path, speed: dict, learning: dict) -> None:
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "note": "shared machine: other jobs ran at the same time, so figures are pessimistic",
-        },
+        "machine": machine_info(),
         "course_model": GPTConfig.preset("course").to_dict(),
         "course_train": COURSE_TRAIN,
         "speed": speed,
         "learning": learning,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_results(out, results)
     print(f"wrote {out}")
 
 
@@ -341,7 +330,7 @@ def main(argv=None) -> int:
         speed = run_speed(train_ids, val_ids, args.speed_steps)
     if args.part in ("all", "learning"):
         learning = run_learning(meta, train_ids, val_ids, args.budget)
-    write_results(out, speed, learning)
+    save_results(out, speed, learning)
     return 0
 
 

@@ -17,14 +17,12 @@ ids identical and at tiktoken's speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+
+from common import machine_info, timed, write_results
 
 from minillm.data import prepare_corpus
 from minillm.tokenizer import (
@@ -37,16 +35,6 @@ from minillm.tokenizer import (
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tokenizer.json"
 SAMPLE_CHARS = 1_000_000  # the "~1 MB" of the training target
-
-
-def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
-    """Best wall time of ``repeats`` calls, and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def truncate(documents: list[str], n_chars: int) -> list[str]:
@@ -195,14 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     print_table("Training time (seconds)", sample_rows + full_rows)
     print_table("Encoding throughput (one thread)", encode_rows)
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "note": "shared 2-core machine: timings are pessimistic",
-        },
+        "machine": machine_info(
+            load_average_before=[round(x, 2) for x in load_before],
+            load_average_after=[round(x, 2) for x in os.getloadavg()],
+        ),
         "versions": {
             "python": sys.version.split()[0],
             **{pkg: version(pkg) for pkg in ("minillm", "tiktoken", "tokenizers", "regex")},
@@ -212,10 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         "encoding": encode_rows,
     }
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, RESULTS)
+        write_results(RESULTS, results)
         print(f"\nwrote {RESULTS}")
     return results
 
