@@ -44,14 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that describe bad input rather than bugs: every command reports them as one line.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code (2 for bad input or usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.handler(args) or 0)
+    from minillm.train import NonFiniteLossError  # a failed run, reported like bad input
+
+    try:
+        return int(args.handler(args) or 0)
+    except (*USER_ERRORS, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

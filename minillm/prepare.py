@@ -210,6 +210,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="shares of the documents in each split",
     )
     parser.add_argument("--seed", type=int, default=COURSE_DATA["seed"], help="split seed")
-    from minillm.train import report_errors
-
-    parser.set_defaults(handler=report_errors(_run_cli))
+    parser.set_defaults(handler=_run_cli)

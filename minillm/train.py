@@ -1342,23 +1342,6 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(given)
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NonFiniteLossError)
-"""Errors a command reports as one line (no traceback): they describe bad input, not bugs."""
-
-
-def report_errors(handler):
-    """Wrap a command handler: print a user error as ``error: ...`` and return exit code 2."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 def _train_cli(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     result = train(config, resume=args.resume)
@@ -1425,7 +1408,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="continue from OUT_DIR/checkpoint.safetensors exactly where it stopped",
     )
     _add_setting_flags(train_parser)
-    train_parser.set_defaults(handler=report_errors(_train_cli))
+    train_parser.set_defaults(handler=_train_cli)
 
     sample_parser = subparsers.add_parser(
         "sample",
@@ -1457,4 +1440,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     sample_parser.add_argument(
         "--device", default=None, help="cpu, cuda, mps; default: the fastest available"
     )
-    sample_parser.set_defaults(handler=report_errors(_sample_cli))
+    sample_parser.set_defaults(handler=_sample_cli)

@@ -44,3 +44,19 @@ def test_unknown_command_is_rejected():
     with pytest.raises(SystemExit) as excinfo:
         cli.main(["no-such-command"])
     assert excinfo.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "/no/such/checkpoint.safetensors", "--tasks", "cloze"],
+        ["sample", "--checkpoint", "/no/such/run"],
+        ["train", "--data-dir", "/no/such/data", "--out-dir", "/tmp/minillm-cli-unused"],
+    ],
+    ids=["eval", "sample", "train"],
+)
+def test_bad_input_is_one_line_not_a_traceback(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "/no/such" in err
+    assert "Traceback" not in err
