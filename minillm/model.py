@@ -49,7 +49,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 # Named model shapes. "course" is the running example of the course (helper TRAIN, issue 5, owns
 # its sizes): small enough to train in minutes on a laptop CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "course": dict(vocab_size=2048, block_size=128, n_layer=3, n_head=4, n_embd=96),
+    "course": dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=128),
     # GPT-2 small (124M): the shapes of Radford et al. (2019) and Hugging Face's "gpt2".
     "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
     "gpt2-medium": dict(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),

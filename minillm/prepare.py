@@ -25,7 +25,7 @@ SPLITS = ("train", "val", "test")
 
 COURSE_DATA: dict[str, Any] = {
     "corpus": "shakespeare",
-    "vocab_size": 2048,
+    "vocab_size": 4096,
     "pattern": "gpt4",
     "fractions": [0.9, 0.05, 0.05],
     "seed": 0,

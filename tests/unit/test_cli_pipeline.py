@@ -185,6 +185,7 @@ def test_the_course_config_file_matches_the_course_default():
 def test_course_model_trains_once_then_loads_from_the_cache(monkeypatch, tmp_path, prepared):
     """course_model() with a tiny stand-in course: first call trains, the second only loads."""
     monkeypatch.setenv("MINILLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(train_module, "SHIPPED_DIR", tmp_path / "nothing-shipped")
     monkeypatch.setattr(train_module, "course_data", lambda verbose=True: prepared)
     tiny = {
         **COURSE_TRAIN,
