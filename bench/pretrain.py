@@ -32,18 +32,12 @@ import numpy as np
 import torch
 from common import machine_info, write_results
 
+from minillm.course import COURSE_TRAIN, course_config, course_data
 from minillm.data import get_batch, prepare_corpus, split_documents
 from minillm.model import GPT, GPTConfig
 from minillm.prepare import COURSE_DATA
-from minillm.train import (
-    COURSE_TRAIN,
-    batch_generator,
-    configure_optimizer,
-    course_config,
-    course_data,
-    load_split,
-    train,
-)
+from minillm.splits import batch_generator, load_split
+from minillm.train import configure_optimizer, train
 from minillm.utils import measure_matmul_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results"

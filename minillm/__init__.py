@@ -21,7 +21,7 @@ _LAZY: dict[str, str] = {
     "GPTConfig": "minillm.model",
     "TrainConfig": "minillm.train",
     "train": "minillm.train",
-    "course_model": "minillm.train",
+    "course_model": "minillm.course",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
 }

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that contribute subcommands, in the order they appear in ``minillm --help``.
-_STAGE_MODULES: list[str] = ["minillm.prepare", "minillm.train", "minillm.evaluate"]
+_STAGE_MODULES: list[str] = ["minillm.prepare", "minillm.train_cli", "minillm.evaluate"]
 
 
 def _doctor(args: argparse.Namespace) -> int:

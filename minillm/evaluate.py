@@ -440,8 +440,8 @@ def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = No
     The tokenizer is ``tokenizer_path``, or ``tokenizer.bpe`` next to the checkpoint, or in the
     data folder the checkpoint was trained from.
     """
+    from minillm.checkpoint import TOKENIZER_NAME, load_checkpoint
     from minillm.tokenizer import BPETokenizer
-    from minillm.train import TOKENIZER_NAME, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model()

@@ -1,31 +1,27 @@
-"""Pretraining: the training loop, its schedule, checkpoints that resume exactly, the course model.
+"""Pretraining: the configuration of a run, its schedule and optimizer, and the training loop.
 
 Taught in lesson 05 (pretraining); lessons 06 (distributed) and 07 (mixed precision) teach the
-switches that are already here: ``dtype``, ``compile`` and rank awareness under ``torchrun``.
-
-The pieces, each usable on its own:
+switches it already has: ``dtype``, ``compile`` and rank awareness under ``torchrun``.
 
 - :class:`TrainConfig`: every setting of a run, validated (unknown keys and wrong types are errors).
 - :func:`get_lr`: linear warmup then cosine decay; :func:`configure_optimizer`: AdamW with weight
   decay on matrices only.
 - :func:`estimate_loss`: mean loss over fixed batches of a split.
-- :func:`save_checkpoint` / :func:`load_checkpoint`: one safetensors file holding the model, the
-  optimizer, the step, every random generator and the data position, with JSON for the rest, so
-  loading never executes pickled code.
 - :func:`train`: the loop (accumulation, clipping, evaluation, logging, checkpoints, resume).
-- :func:`read_log` / :func:`plot_log`: the JSONL metrics a run appends.
-- :func:`course_model`: the course's pretrained model and tokenizer, trained once and cached.
+
+Its neighbours: :mod:`minillm.checkpoint` (save, load, resume), :mod:`minillm.runlog` (the JSONL
+metrics log), :mod:`minillm.splits` (token files and batches), :mod:`minillm.distributed`,
+:mod:`minillm.precision`, :mod:`minillm.course` (the cached course model) and
+:mod:`minillm.train_cli` (``minillm train`` / ``minillm sample``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -36,22 +32,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from minillm.utils import auto_device, measure_matmul_gflops, seed_everything
-
-CHECKPOINT_NAME = "checkpoint.safetensors"
-LOG_NAME = "log.jsonl"
-TOKENIZER_NAME = "tokenizer.bpe"
-CACHE_ENV_VAR = "MINILLM_CACHE"
-"""Environment variable naming the cache folder for trained course artefacts."""
-
-_FORMAT = "minillm-checkpoint"
-_FORMAT_VERSION = 1
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+from minillm.checkpoint import (
+    CHECKPOINT_NAME,
+    TOKENIZER_NAME,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    restore_rng,
+    rng_snapshot,
+    save_checkpoint,
+)
+from minillm.distributed import (
+    all_mean,
+    dist_info,
+    init_distributed,
+    pick_device,
+    shard_for_rank,
+)
+from minillm.precision import DTYPES, autocast_context
+from minillm.runlog import LOG_NAME, append_log, truncate_log
+from minillm.splits import batch_generator, check_tokens, draw_batch, load_split
+from minillm.utils import measure_matmul_gflops, seed_everything
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -201,8 +206,8 @@ def _check_values(config: TrainConfig) -> None:
             raise ValueError(f"{name} must lie in [0, 1), got {getattr(config, name)}")
     if config.block_size is not None and config.block_size < 1:
         raise ValueError(f"block_size must be >= 1 or None, got {config.block_size}")
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {config.dtype!r}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {config.dtype!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,149 +254,6 @@ def configure_optimizer(
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **kwargs)
 
 
-def autocast_context(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context for ``dtype`` on ``device`` (a no-op for float32).
-
-    Raises:
-        ValueError: float16 was asked for on a device other than CUDA.
-    """
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    if dtype == "float16" and device.type != "cuda":
-        raise ValueError(
-            f"dtype='float16' needs a CUDA GPU (it relies on loss scaling); on {device.type} "
-            "use dtype='bfloat16' or dtype='float32'"
-        )
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[dtype])
-
-
-# ---------------------------------------------------------------------------------------------
-# Distributed (torchrun) helpers
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands in a ``torchrun`` job (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def dist_info() -> DistInfo:
-    """Read RANK, LOCAL_RANK and WORLD_SIZE as ``torchrun`` sets them."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-    )
-
-
-def _init_distributed(info: DistInfo, device: torch.device) -> None:
-    import torch.distributed as dist
-
-    if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
-
-
-def _pick_device(name: str, info: DistInfo) -> torch.device:
-    device = auto_device(None if name == "auto" else name)
-    if device.type == "cuda" and info.enabled and device.index is None:
-        device = torch.device("cuda", info.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def _all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if not info.enabled:
-        return value
-    import torch.distributed as dist
-
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / info.world_size
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-
-
-def load_split(data_dir: str | Path, split: str) -> np.ndarray:
-    """Memory-map ``<data_dir>/<split>.bin`` written by :func:`minillm.data.pack_tokens`.
-
-    Raises:
-        FileNotFoundError: the folder or the split is missing (with the command that makes it).
-        ValueError: the split holds no tokens.
-    """
-    data_dir = Path(data_dir)
-    path = data_dir / f"{split}.bin"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {split} split at {path}; make the dataset first with "
-            f"`minillm prepare --out-dir {data_dir}` (it writes train.bin, val.bin, test.bin "
-            "and tokenizer.bpe)"
-        )
-    from minillm.data import load_tokens
-
-    tokens = load_tokens(path)
-    if len(tokens) == 0:
-        raise ValueError(f"the {split} split {path} is empty; re-run `minillm prepare`")
-    return tokens
-
-
-def check_tokens(tokens: Any, block_size: int, name: str) -> None:
-    """Raise a clear error when a token sequence cannot yield a single training example."""
-    if tokens is None:
-        raise ValueError(f"no {name} tokens were given")
-    length = len(tokens)
-    if length == 0:
-        raise ValueError(f"the {name} dataset is empty; it needs at least {block_size + 1} tokens")
-    if length < block_size + 1:
-        raise ValueError(
-            f"the {name} dataset has {length} tokens, fewer than block_size + 1 = "
-            f"{block_size + 1} that one example needs; use a smaller block_size or more data"
-        )
-
-
-def shard_for_rank(tokens: Any, info: DistInfo) -> Any:
-    """The contiguous slice of ``tokens`` that this rank trains on (all of it on one process)."""
-    if not info.enabled:
-        return tokens
-    size = len(tokens) // info.world_size
-    return tokens[info.rank * size : (info.rank + 1) * size]
-
-
-def batch_generator(seed: int, rank: int = 0) -> torch.Generator:
-    """The generator that draws the training batches of ``rank`` in a run seeded with ``seed``.
-
-    Each rank gets its own stream; evaluation uses separate generators, so evaluating never
-    changes which batches training sees.
-    """
-    return torch.Generator().manual_seed(seed + 7919 * (rank + 1))
-
-
-def _batch(
-    tokens: Any, batch_size: int, block_size: int, generator: torch.Generator, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    from minillm.data import get_batch
-
-    return get_batch(tokens, batch_size, block_size, generator=generator, device=device)
-
-
 @torch.no_grad()
 def estimate_loss(
     model: nn.Module,
@@ -416,359 +278,15 @@ def estimate_loss(
     total = 0.0
     with autocast_context(dtype, device):
         for _ in range(batches):
-            x, y = _batch(tokens, batch_size, block_size, generator, device)
+            x, y = draw_batch(tokens, batch_size, block_size, generator, device)
             _, loss = model(x, y)
             total += loss.float().item()
     model.train(was_training)
     return total / batches
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, truncated, or does not fit the model."""
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the kept checkpoint."""
-
-
-@dataclass
-class Checkpoint:
-    """What a checkpoint file holds, as plain Python objects and tensors."""
-
-    path: Path
-    step: int
-    model_state: dict[str, torch.Tensor]
-    model_config: dict[str, Any] | None = None
-    train_config: dict[str, Any] | None = None
-    optimizer_state: dict[str, Any] | None = None
-    scaler_state: dict[str, Any] | None = None
-    rng_states: list[dict[str, Any]] | None = None
-    data_state: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def build_model(self) -> nn.Module:
-        """A GPT with the checkpoint's configuration and weights, in eval mode."""
-        from minillm.model import GPT, GPTConfig
-
-        if self.model_config is None:
-            raise CheckpointError(f"{self.path} holds no model configuration to build from")
-        model = GPT(GPTConfig(**self.model_config))
-        load_model_state(model, self)
-        return model.eval()
-
-
-def _model_config_dict(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    if config is not None and dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
-    return None
-
-
-def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
-    """Drop tensors that share storage with an earlier one (tied weights); return the aliases."""
-    seen: dict[tuple[int, int, tuple], str] = {}
-    unique: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key in seen:
-            aliases[name] = seen[key]
-        else:
-            seen[key] = name
-            unique[name] = tensor
-    return unique, aliases
-
-
-def _rng_snapshot(generator: torch.Generator | None) -> dict[str, Any]:
-    """Every random generator this process uses: tensors and JSON-able parts."""
-    np_state = np.random.get_state()
-    snapshot: dict[str, Any] = {
-        "python": _to_jsonable(random.getstate()),
-        "numpy": [np_state[0], np_state[1].tolist(), *(_to_jsonable(v) for v in np_state[2:])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        snapshot["cuda"] = torch.cuda.get_rng_state()
-    if generator is not None:
-        snapshot["batch"] = generator.get_state()
-    return snapshot
-
-
-def _restore_rng(snapshot: dict[str, Any], generator: torch.Generator | None) -> None:
-    random.setstate(_to_tuple(snapshot["python"]))
-    name, keys, *rest = snapshot["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(snapshot["torch"])
-    if "cuda" in snapshot and torch.cuda.is_available():
-        torch.cuda.set_rng_state(snapshot["cuda"])
-    if generator is not None and "batch" in snapshot:
-        generator.set_state(snapshot["batch"])
-
-
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def _to_tuple(value: Any) -> Any:
-    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    *,
-    step: int,
-    optimizer: torch.optim.Optimizer | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    train_config: TrainConfig | dict[str, Any] | None = None,
-    rng_states: list[dict[str, Any]] | None = None,
-    data_state: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint atomically: a temporary file in the same folder, then a rename.
-
-    Tensors go into a safetensors file; everything else (configs, step, optimizer
-    hyper-parameters, Python/NumPy random states) into JSON in its header. A crash while
-    writing leaves the previous checkpoint untouched.
-
-    Args:
-        path: the ``.safetensors`` file to write.
-        model: the bare model (not wrapped by DDP or ``torch.compile``).
-        step: optimizer steps completed.
-        optimizer, scaler: saved when given, so training resumes exactly.
-        train_config: the run's settings.
-        rng_states: one entry per rank, from the training loop (default: this process's).
-        data_state, metrics: small JSON-able dicts (data position, last losses).
-
-    Returns:
-        The path written.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    unique, aliases = _unique_tensors(model.state_dict())
-    tensors = {f"model/{name}": params[name] for name in unique}
-    header: dict[str, Any] = {
-        "format": _FORMAT,
-        "version": _FORMAT_VERSION,
-        "step": int(step),
-        "model_config": _model_config_dict(model),
-        "model_aliases": aliases,
-        "model_names": list(params),
-        "train_config": (
-            train_config.to_dict() if isinstance(train_config, TrainConfig) else train_config
-        ),
-        "data": data_state or {},
-        "metrics": metrics or {},
-    }
-    if optimizer is not None:
-        header["optimizer"] = _pack_optimizer(optimizer.state_dict(), tensors)
-    if scaler is not None and scaler.is_enabled():
-        header["scaler"] = _to_jsonable(scaler.state_dict())
-    rng_states = rng_states if rng_states is not None else [_rng_snapshot(None)]
-    header["rng"] = []
-    for rank, snapshot in enumerate(rng_states):
-        plain = {}
-        for key, value in snapshot.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"rng/{rank}/{key}"] = value.cpu().contiguous()
-            else:
-                plain[key] = value
-        header["rng"].append(plain)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"minillm": json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _pack_optimizer(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entries in state["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer/{index}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return {"param_groups": _to_jsonable(state["param_groups"]), "scalars": scalars}
-
-
-def _unpack_optimizer(packed: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    for index, entries in packed.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(entries)
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in packed["param_groups"]
-    ]
-    return {"state": state, "param_groups": groups}
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`. No pickled code is executed.
-
-    Raises:
-        FileNotFoundError: there is no file at ``path``.
-        CheckpointError: the file is truncated, corrupt, or not a minillm checkpoint.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as file:
-            metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {err}. "
-            "It was left as it is; point to another checkpoint or train again."
-        ) from err
-    try:
-        header = json.loads(metadata["minillm"])
-        if header.get("format") != _FORMAT:
-            raise KeyError("format")
-    except (KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(
-            f"{path} is a safetensors file but not a minillm checkpoint (no valid 'minillm' "
-            "header); expected a file written by minillm.train.save_checkpoint"
-        ) from err
-    model_state = {
-        name.removeprefix("model/"): t for name, t in tensors.items() if name.startswith("model/")
-    }
-    for alias, target in header["model_aliases"].items():
-        model_state[alias] = model_state[target]
-    missing = [name for name in header["model_names"] if name not in model_state]
-    if missing:
-        raise CheckpointError(f"{path} lacks model tensors {missing[:5]}: the file is damaged")
-    rng_states = []
-    for rank, plain in enumerate(header.get("rng", [])):
-        snapshot = dict(plain)
-        prefix = f"rng/{rank}/"
-        for name, tensor in tensors.items():
-            if name.startswith(prefix):
-                snapshot[name.removeprefix(prefix)] = tensor.cpu()
-        rng_states.append(snapshot)
-    optimizer_state = (
-        _unpack_optimizer(header["optimizer"], tensors) if "optimizer" in header else None
-    )
-    return Checkpoint(
-        path=path,
-        step=header["step"],
-        model_state={name: model_state[name] for name in header["model_names"]},
-        model_config=header.get("model_config"),
-        train_config=header.get("train_config"),
-        optimizer_state=optimizer_state,
-        scaler_state=header.get("scaler"),
-        rng_states=rng_states or None,
-        data_state=header.get("data", {}),
-        metrics=header.get("metrics", {}),
-    )
-
-
-def load_model_state(model: nn.Module, checkpoint: Checkpoint) -> None:
-    """Copy the checkpoint's weights into ``model`` after checking that every shape matches.
-
-    Raises:
-        CheckpointError: the checkpoint was saved from a model of another shape; the message
-            lists the differences and the checkpoint's model configuration.
-    """
-    expected = model.state_dict()
-    problems = []
-    for name, tensor in expected.items():
-        if name not in checkpoint.model_state:
-            problems.append(f"{name} is missing from the checkpoint")
-        elif tuple(checkpoint.model_state[name].shape) != tuple(tensor.shape):
-            problems.append(
-                f"{name} has shape {tuple(checkpoint.model_state[name].shape)} in the checkpoint "
-                f"but {tuple(tensor.shape)} in this model"
-            )
-    problems += [
-        f"{name} is in the checkpoint but not in this model"
-        for name in checkpoint.model_state
-        if name not in expected
-    ]
-    if problems:
-        shown = "; ".join(problems[:6]) + (
-            f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
-        )
-        raise CheckpointError(
-            f"{checkpoint.path} was saved from a model of a different shape: {shown}. "
-            f"The checkpoint's model config is {checkpoint.model_config}; build the model from it "
-            "(Checkpoint.build_model()) or train into another out_dir."
-        )
-    model.load_state_dict(checkpoint.model_state)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics log
-# ---------------------------------------------------------------------------------------------
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's JSONL log (``log.jsonl`` in its ``out_dir``, or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LOG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no training log at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Keep only the records up to ``last_step`` (a resumed run rewrites what follows)."""
-    if not path.is_file():
-        return
-    kept = [r for r in read_log(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
-
-
-def plot_log(path_or_records: str | Path | list[dict[str, Any]], ax=None):
-    """Plot training and validation loss against the step; returns the matplotlib Axes."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - matplotlib is in the course extra
-        raise ImportError("plot_log needs matplotlib: pip install 'minillm[course]'") from err
-    records = path_or_records if isinstance(path_or_records, list) else read_log(path_or_records)
-    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
-    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval"]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train (batch)", alpha=0.7)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return ax
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,7 +347,7 @@ class _Run:
     def __init__(self, config: TrainConfig, model, train_tokens, val_tokens, resume, info):
         self.config = config
         self.info = info
-        self.device = _pick_device(config.device, info)
+        self.device = pick_device(config.device, info)
         self.ctx = autocast_context(config.dtype, self.device)  # float16 on CPU fails here
         self.out_dir = Path(config.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT_NAME
@@ -897,7 +415,7 @@ class _Run:
             self.scaler.load_state_dict(checkpoint.scaler_state)
         states = checkpoint.rng_states or []
         if len(states) == self.info.world_size:
-            _restore_rng(states[self.info.rank], self.generator)
+            restore_rng(states[self.info.rank], self.generator)
         elif self.info.is_main:
             print(
                 f"warning: {checkpoint.path} was saved by {len(states)} process(es), this run "
@@ -938,7 +456,7 @@ class _Run:
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(c.grad_accum_steps):
-            x, y = _batch(
+            x, y = draw_batch(
                 self.train_tokens, c.batch_size, self.block_size, self.generator, self.device
             )
             last = micro == c.grad_accum_steps - 1
@@ -950,7 +468,7 @@ class _Run:
                 loss = loss / c.grad_accum_steps  # so the summed gradient is the mean's
             self.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
-        loss_value = _all_mean(loss_sum, self.info).item()
+        loss_value = all_mean(loss_sum, self.info).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             self._fail(f"the loss is {loss_value} at step {self.step + 1}")
@@ -993,7 +511,7 @@ class _Run:
         """Save on rank 0 (after gathering every rank's random state); never save bad weights."""
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self._fail(f"the weights hold NaN or infinity after step {self.step}")
-        snapshot = _rng_snapshot(self.generator)
+        snapshot = rng_snapshot(self.generator)
         states = [snapshot]
         if self.info.enabled:
             import torch.distributed as dist
@@ -1063,12 +581,12 @@ def train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     info = dist_info()
     started = time.perf_counter()
-    _init_distributed(info, _pick_device(config.device, info))
+    init_distributed(info, pick_device(config.device, info))
     run = _Run(config, model, train_tokens, val_tokens, resume, info)
     if info.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            _truncate_log(run.log_path, run.step)
+            truncate_log(run.log_path, run.step)
         elif run.log_path.exists():
             run.log_path.unlink()  # a fresh run (overwrite=True) starts a fresh log
         _copy_tokenizer(config, run.out_dir)
@@ -1105,7 +623,7 @@ def _loop(run: _Run, stop_after: int | None) -> list[dict[str, Any]]:
     peak = c.peak_gflops
     if peak is None:
         with torch.random.fork_rng(devices=[]):  # measuring must not shift the training RNG
-            peak = measure_matmul_gflops(_DTYPES[c.dtype], device=run.device)
+            peak = measure_matmul_gflops(DTYPES[c.dtype], device=run.device)
     flops_per_token = _flops_per_token(run.model)
     history: list[dict[str, Any]] = []
 
@@ -1116,7 +634,7 @@ def _loop(run: _Run, stop_after: int | None) -> list[dict[str, Any]]:
             entry["elapsed_s"] = round(time.perf_counter() - loop_started, 3)
         history.append(entry)
         if run.info.is_main and entry["kind"] != "step":
-            _append_log(run.log_path, entry)
+            append_log(run.log_path, entry)
 
     if run.step == 0:
         record({"kind": "eval", "step": 0, "val_loss": run.evaluate()})
@@ -1160,284 +678,3 @@ def _loop(run: _Run, stop_after: int | None) -> list[dict[str, Any]]:
     finally:
         bar.close()
     return history
-
-
-# ---------------------------------------------------------------------------------------------
-# The course model: trained once, cached
-# ---------------------------------------------------------------------------------------------
-
-COURSE_TRAIN: dict[str, Any] = {
-    "model_preset": "course",
-    "max_steps": 1200,
-    "batch_size": 8,
-    "learning_rate": 3e-3,
-    "warmup_steps": 30,
-    "eval_interval": 200,
-    "eval_batches": 8,
-    "log_interval": 20,
-    "checkpoint_interval": 200,
-    "seed": 1337,
-}
-"""The course default run (``configs/course.toml`` holds the same settings for ``minillm train``)."""
-
-
-def course_config(**overrides: Any) -> TrainConfig:
-    """The course default :class:`TrainConfig`, with any setting replaced."""
-    return TrainConfig.from_dict({**COURSE_TRAIN, **overrides})
-
-
-def cache_dir() -> Path:
-    """The cache folder for trained course artefacts: ``$MINILLM_CACHE`` or ``~/.cache/minillm``."""
-    configured = os.environ.get(CACHE_ENV_VAR, "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "minillm"
-
-
-def _fingerprint(*parts: Any) -> str:
-    import hashlib
-
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _publish(tmp: Path, final: Path) -> Path:
-    """Move a finished folder into place atomically; if another process won the race, keep theirs."""
-    if final.exists():
-        shutil.rmtree(final)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.exists():
-            raise
-    return final
-
-
-def course_data(*, rebuild: bool = False, verbose: bool = True) -> Path:
-    """The course dataset folder (shards + tokenizer), prepared once and cached.
-
-    Runs :func:`minillm.prepare.prepare` with :data:`minillm.prepare.COURSE_DATA` the first time
-    (about 20 s) into the cache folder; later calls return the folder at once.
-    """
-    from minillm.prepare import COURSE_DATA, META_FILE, prepare
-
-    final = cache_dir() / f"course-data-{_fingerprint(COURSE_DATA, _FORMAT_VERSION)}"
-    if (final / META_FILE).is_file() and not rebuild:
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    prepare(tmp, verbose=verbose, **{k: v for k, v in COURSE_DATA.items()})
-    return _publish(tmp, final)
-
-
-def course_model_dir() -> Path:
-    """Where :func:`course_model` keeps its run (checkpoint, log, tokenizer)."""
-    from minillm.model import PRESETS
-    from minillm.prepare import COURSE_DATA
-
-    key = _fingerprint(COURSE_DATA, COURSE_TRAIN, PRESETS["course"], _FORMAT_VERSION)
-    return cache_dir() / f"course-model-{key}"
-
-
-def course_model(*, retrain: bool = False, verbose: bool = True):
-    """The course's pretrained GPT and its BPE tokenizer, trained on first use and then cached.
-
-    The first call prepares the data (:func:`course_data`) and trains the course default
-    (:data:`COURSE_TRAIN`, about a minute or two on a 2-core CPU), deterministically; the
-    finished run is moved into :func:`course_model_dir` in one rename, so an interrupted call
-    leaves nothing half-written. Later calls load it in about a second. The cache folder is
-    ``~/.cache/minillm`` or ``$MINILLM_CACHE``; a change to the course settings retrains.
-
-    Args:
-        retrain: train again even if a cached model exists.
-        verbose: print progress (the data preparation and the training bar).
-
-    Returns:
-        ``(model, tokenizer)``: a :class:`minillm.model.GPT` in eval mode on the CPU, and a
-        :class:`minillm.tokenizer.BPETokenizer`.
-    """
-    from minillm.tokenizer import BPETokenizer
-
-    final = course_model_dir()
-    if retrain or not (final / CHECKPOINT_NAME).is_file():
-        data_dir = course_data(verbose=verbose)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        config = course_config(
-            data_dir=str(data_dir), out_dir=str(tmp), device="cpu", progress=verbose
-        )
-        train(config)
-        (tmp / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        _publish(tmp, final)
-    model = load_checkpoint(final / CHECKPOINT_NAME).build_model()
-    return model, BPETokenizer.load(final / TOKENIZER_NAME)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: minillm train, minillm sample
-# ---------------------------------------------------------------------------------------------
-
-
-def _parse_none(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        return None if text.lower() == "none" else kind(text)
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error messages
-    return parse
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a bare string such as rmsnorm
-
-
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per TrainConfig setting; only flags given on the command line override."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "model_overrides":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        hint = hints[f.name]
-        if hint is bool:
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-            continue
-        kind = (
-            next(a for a in typing.get_args(hint) if a is not type(None))
-            if typing.get_args(hint)
-            else hint
-        )
-        parse = _parse_none(kind) if type(None) in typing.get_args(hint) else kind
-        parser.add_argument(flag, type=parse, default=None, metavar=f.name.upper(), help=help_text)
-    parser.add_argument(
-        "--model-override",
-        dest="model_overrides",
-        type=_parse_override,
-        action="append",
-        default=None,
-        metavar="KEY=VALUE",
-        help="replace one GPTConfig field of the preset, e.g. n_layer=2 (repeatable; "
-        "VALUE is read as JSON when it can be)",
-    )
-
-
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if "model_overrides" in given:
-        given["model_overrides"] = dict(given["model_overrides"])
-    if args.config:
-        base = TrainConfig.from_file(args.config).to_dict()
-        if "model_overrides" in given:
-            given["model_overrides"] = {**base["model_overrides"], **given["model_overrides"]}
-        return TrainConfig.from_dict({**base, **given})
-    return TrainConfig.from_dict(given)
-
-
-def _train_cli(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
-    result = train(config, resume=args.resume)
-    if dist_info().is_main:
-        val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-        print(
-            f"done: {result.step} steps in {result.seconds:.0f} s, validation loss {val}; "
-            f"checkpoint {result.checkpoint_path}, log {result.out_dir / LOG_NAME}"
-        )
-    return 0
-
-
-def _sample_cli(args: argparse.Namespace) -> int:
-    from minillm.tokenizer import BPETokenizer
-
-    if args.checkpoint is None:
-        model, tokenizer = course_model(verbose=True)
-    else:
-        checkpoint_path = Path(args.checkpoint)
-        if checkpoint_path.is_dir():
-            checkpoint_path = checkpoint_path / CHECKPOINT_NAME
-        model = load_checkpoint(checkpoint_path).build_model()
-        tokenizer_path = Path(args.tokenizer or checkpoint_path.parent / TOKENIZER_NAME)
-        if not tokenizer_path.is_file():
-            raise FileNotFoundError(f"no tokenizer at {tokenizer_path}; pass --tokenizer PATH")
-        tokenizer = BPETokenizer.load(tokenizer_path)
-    device = auto_device(args.device)
-    model.to(device)
-    prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
-    if not prompt_ids:
-        prompt_ids = [tokenizer.eot_id]  # an empty prompt starts a fresh document
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    idx = torch.tensor([prompt_ids] * args.num_samples, device=device)
-    out = model.generate(
-        idx,
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        generator=generator,
-    )
-    for number, row in enumerate(out.tolist(), start=1):
-        if args.num_samples > 1:
-            print(f"--- sample {number} ---")
-        print(tokenizer.decode(row))
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``minillm train`` and ``minillm sample``."""
-    train_parser = subparsers.add_parser(
-        "train",
-        help="pretrain a GPT on prepared shards (config file and/or flags)",
-        description="Pretrain a GPT on the shards written by `minillm prepare`. Settings come "
-        "from --config (a .toml or .json file; configs/course.toml is the course default), then "
-        "from the flags below, which override it. Under torchrun every rank trains on its "
-        "shard of the data; only rank 0 writes the log and the checkpoint.",
-    )
-    train_parser.add_argument(
-        "--config", type=Path, default=None, help="a .toml or .json file of settings"
-    )
-    train_parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT_DIR/checkpoint.safetensors exactly where it stopped",
-    )
-    _add_setting_flags(train_parser)
-    train_parser.set_defaults(handler=_train_cli)
-
-    sample_parser = subparsers.add_parser(
-        "sample",
-        help="generate text from a checkpoint",
-        description="Continue a prompt with a trained model. Without --checkpoint the course "
-        "model is used (trained and cached on first use, see minillm.course_model).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sample_parser.add_argument(
-        "--checkpoint",
-        default=None,
-        help="a checkpoint.safetensors file or the run folder holding one",
-    )
-    sample_parser.add_argument(
-        "--tokenizer",
-        default=None,
-        help="tokenizer file; default: tokenizer.bpe beside the checkpoint",
-    )
-    sample_parser.add_argument("--prompt", default="", help="text to continue ('' = from scratch)")
-    sample_parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
-    sample_parser.add_argument(
-        "--temperature", type=float, default=0.8, help="randomness: 0 = greedy, 1 = the model's"
-    )
-    sample_parser.add_argument(
-        "--top-k", type=int, default=50, help="sample among the k most likely tokens"
-    )
-    sample_parser.add_argument("--num-samples", type=int, default=1, help="how many continuations")
-    sample_parser.add_argument("--seed", type=int, default=1337, help="sampling seed")
-    sample_parser.add_argument(
-        "--device", default=None, help="cpu, cuda, mps; default: the fastest available"
-    )
-    sample_parser.set_defaults(handler=_sample_cli)

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 
 from minillm import cli
-from minillm import train as train_module
+from minillm import course as train_module
+from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from minillm.course import COURSE_TRAIN, course_config
 from minillm.data import load_tokens
+from minillm.runlog import read_log
 from minillm.tokenizer import BPETokenizer
-from minillm.train import (
-    CHECKPOINT_NAME,
-    COURSE_TRAIN,
-    TrainConfig,
-    course_config,
-    load_checkpoint,
-    read_log,
-)
+from minillm.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = [

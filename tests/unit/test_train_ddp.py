@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from minillm.train import CHECKPOINT_NAME, load_checkpoint, read_log
+from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from minillm.runlog import read_log
 
 SCRIPT = textwrap.dedent(
     """
@@ -17,7 +18,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import torch
     from minillm.model import GPT, GPTConfig
-    from minillm.train import TrainConfig, train
+    from minillm.train import train, TrainConfig
 
     out_dir = sys.argv[1]
     torch.manual_seed(0)
