@@ -73,6 +73,14 @@ class Checkpoint:
 
         if self.model_config is None:
             raise CheckpointError(f"{self.path} holds no model configuration to build from")
+        held = sum(t.numel() for t in self.model_state.values())
+        claimed = _parameters_at_least(self.model_config)
+        if claimed > 2 * held:  # before even a meta-device build, which is slow for huge configs
+            raise CheckpointError(
+                f"{self.path}: the header's model configuration needs at least {claimed:,} "
+                f"parameters, but the file holds {held:,} (corrupt or edited header); nothing "
+                "was allocated"
+            )
         try:
             config = GPTConfig(**self.model_config)
             with torch.device("meta"):
@@ -91,6 +99,16 @@ class Checkpoint:
         model = GPT(config)
         load_model_state(model, self)
         return model.eval()
+
+
+def _parameters_at_least(config: dict[str, Any]) -> int:
+    """A lower bound on a GPT's parameter count from its config: the token embedding plus the
+    query and output projections of every layer (each at least ``n_embd**2``)."""
+    try:
+        n_layer, n_embd, vocab = (int(config[k]) for k in ("n_layer", "n_embd", "vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return 0  # let GPTConfig report what is wrong
+    return max(0, vocab) * max(0, n_embd) + 2 * max(0, n_layer) * max(0, n_embd) ** 2
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any] | None:
