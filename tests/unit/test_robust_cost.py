@@ -72,7 +72,7 @@ def test_a_million_spaces_reach_no_encoder_whole(gpt2):
 
 
 def test_ordinary_text_is_not_cut(gpt2):
-    text = "Hello,   world!\n\n    indented code\t\ttabs " + " " * MAX_WHITESPACE_RUN + "x"
+    text = "Hello,   world!\n\n    indented code\t\ttabs" + " " * MAX_WHITESPACE_RUN + "x"
     assert split_long_whitespace(text) == [text]
     assert gpt2.encode(text) == gpt2.to_tiktoken().encode_ordinary(text)
 
@@ -129,17 +129,22 @@ def test_dedup_groups_documents_with_identical_signatures(monkeypatch):
 
 
 WORDS = [
+    "thou",
+    "art",
+    "my",
+    "lord",
+    "and",
     "king",
-    "queen",
-    "crown",
-    "sword",
+    "the",
     "night",
-    "storm",
+    "is",
+    "dark",
+    "sweet",
     "love",
-    "grief",
-    "honour",
-    "blood",
-    "fate",
+    "doth",
+    "speak",
+    "of",
+    "death",
 ]
 
 

@@ -75,8 +75,28 @@ def test_the_right_tokenizer_is_accepted(run_dir, capsys):
 def test_prepare_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(10):
-        (corpus / f"doc{i}.txt").write_text(f"Document {i}.\n" + CORPUS_A * 2 + CORPUS_B[: 50 * i])
+    rng = np.random.default_rng(0)
+    words = [
+        "thou",
+        "art",
+        "my",
+        "lord",
+        "and",
+        "king",
+        "the",
+        "night",
+        "is",
+        "dark",
+        "sweet",
+        "love",
+        "doth",
+        "speak",
+        "of",
+        "death",
+    ]
+    for i in range(10):  # distinct pseudo-verse, so dedup and the quality filters keep them all
+        lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(40)]
+        (corpus / f"doc{i}.txt").write_text(f"ACT {i}\n\n" + "\n".join(lines) + "\n")
     run = tmp_path / "run"
     run.mkdir()
     (run / "tokenizer.bpe").write_text("the run's own tokenizer\n")
