@@ -4,14 +4,25 @@ Taught in lesson 05 (pretraining). :func:`save_checkpoint` writes the model, the
 step, every random generator and the data position atomically (a temporary file, then a rename);
 :func:`load_checkpoint` reads it back without executing pickled code; :func:`load_model_state`
 copies weights into a model after checking every shape.
+
+Integrity (issue 17): the header records a SHA-256 of every tensor (its name, dtype, shape and
+bytes) and of the header itself; :func:`load_checkpoint` verifies them and refuses a file whose
+weights are not finite, whose optimizer state is incomplete, or whose model configuration does
+not match its tensors. Files written before checksums existed (same format version 1) still load,
+with a one-time notice on stderr; :func:`resave_checkpoint` rewrites one with checksums. The
+header also records the tokenizer's fingerprint (:meth:`BPETokenizer.fingerprint`), checked by
+:func:`check_tokenizer`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +37,13 @@ FORMAT = "minillm-checkpoint"
 FORMAT_VERSION = 1
 
 
+CHECKSUMS_KEY = "checksums"
+HEADER_CHECKSUM_KEY = "header_sha256"
+_NOTICED: set[str] = set()  # files already reported as unverifiable in this process
+
+
 class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, truncated, or does not fit the model."""
+    """A checkpoint file is unreadable, truncated, corrupt, or does not fit the model."""
 
 
 @dataclass
@@ -44,16 +60,55 @@ class Checkpoint:
     rng_states: list[dict[str, Any]] | None = None
     data_state: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    tokenizer_fingerprint: str | None = None
+    verified: bool = False  # True when the file carried checksums and they matched
 
     def build_model(self) -> nn.Module:
-        """A GPT with the checkpoint's configuration and weights, in eval mode."""
+        """A GPT with the checkpoint's configuration and weights, in eval mode.
+
+        The configuration is first checked against the file's tensors on the meta device (no
+        memory), so a header that claims a far larger model is refused before allocating it.
+        """
         from minillm.model import GPT, GPTConfig
 
         if self.model_config is None:
             raise CheckpointError(f"{self.path} holds no model configuration to build from")
-        model = GPT(GPTConfig(**self.model_config))
+        held = sum(t.numel() for t in self.model_state.values())
+        claimed = _parameters_at_least(self.model_config)
+        if claimed > 2 * held:  # before even a meta-device build, which is slow for huge configs
+            raise CheckpointError(
+                f"{self.path}: the header's model configuration needs at least {claimed:,} "
+                f"parameters, but the file holds {held:,} (corrupt or edited header); nothing "
+                "was allocated"
+            )
+        try:
+            config = GPTConfig(**self.model_config)
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: invalid model configuration: {err}") from err
+        stored = {k: tuple(v.shape) for k, v in self.model_state.items()}
+        if shapes != stored:
+            wanted = sum(math.prod(s) for s in shapes.values())
+            held = sum(math.prod(s) for s in stored.values())
+            raise CheckpointError(
+                f"{self.path}: the header's model configuration describes {wanted:,} parameters "
+                f"in {len(shapes)} tensors, but the file holds {held:,} in {len(stored)} "
+                "(corrupt or edited header); nothing was allocated"
+            )
+        model = GPT(config)
         load_model_state(model, self)
         return model.eval()
+
+
+def _parameters_at_least(config: dict[str, Any]) -> int:
+    """A lower bound on a GPT's parameter count from its config: the token embedding plus the
+    query and output projections of every layer (each at least ``n_embd**2``)."""
+    try:
+        n_layer, n_embd, vocab = (int(config[k]) for k in ("n_layer", "n_embd", "vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return 0  # let GPTConfig report what is wrong
+    return max(0, vocab) * max(0, n_embd) + 2 * max(0, n_layer) * max(0, n_embd) ** 2
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any] | None:
@@ -129,6 +184,7 @@ def save_checkpoint(
     rng_states: list[dict[str, Any]] | None = None,
     data_state: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    tokenizer_fingerprint: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, then a rename.
 
@@ -144,14 +200,13 @@ def save_checkpoint(
         train_config: the run's settings.
         rng_states: one entry per rank, from the training loop (default: this process's).
         data_state, metrics: small JSON-able dicts (data position, last losses).
+        tokenizer_fingerprint: :meth:`BPETokenizer.fingerprint` of the tokenizer the data was
+            encoded with; ``sample``, ``eval`` and resume check it.
 
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     params = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     unique, aliases = _unique_tensors(model.state_dict())
     tensors = {f"model/{name}": params[name] for name in unique}
@@ -167,6 +222,7 @@ def save_checkpoint(
         ),
         "data": data_state or {},
         "metrics": metrics or {},
+        "tokenizer_fingerprint": tokenizer_fingerprint,
     }
     if optimizer is not None:
         header["optimizer"] = _pack_optimizer(optimizer.state_dict(), tensors)
@@ -182,6 +238,18 @@ def save_checkpoint(
             else:
                 plain[key] = value
         header["rng"].append(plain)
+    return _write(path, tensors, header)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    """Add the checksums to the header and write the file atomically."""
+    from safetensors.torch import save_file
+
+    header = dict(header)
+    header[CHECKSUMS_KEY] = {name: tensor_digest(name, t) for name, t in tensors.items()}
+    header.pop(HEADER_CHECKSUM_KEY, None)
+    header[HEADER_CHECKSUM_KEY] = header_digest(header)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={"minillm": json.dumps(header)})
@@ -189,6 +257,25 @@ def save_checkpoint(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def tensor_digest(name: str, tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's name, dtype, shape and bytes (a flip in any of them changes it)."""
+    digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def header_digest(header: dict[str, Any]) -> str:
+    """SHA-256 of the header's canonical JSON, its own checksum left out.
+
+    Canonical (sorted keys, no spaces), so what is verified is the parsed content: a flip that
+    changes no value (JSON whitespace) is harmless, any other is caught.
+    """
+    content = {k: v for k, v in header.items() if k != HEADER_CHECKSUM_KEY}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _pack_optimizer(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -219,9 +306,14 @@ def _unpack_optimizer(packed: dict[str, Any], tensors: dict[str, torch.Tensor]) 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`. No pickled code is executed.
 
+    The header is read and verified before any tensor; then every tensor is checked against its
+    recorded checksum, every floating tensor for NaN and infinity, and the optimizer state for
+    completeness. A file without checksums (written before they existed) loads with a notice.
+
     Raises:
         FileNotFoundError: there is no file at ``path``.
-        CheckpointError: the file is truncated, corrupt, or not a minillm checkpoint.
+        CheckpointError: the file is truncated, corrupt ("corrupt: tensor X ..."), holds
+            non-finite weights, or is not a minillm checkpoint.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -230,22 +322,86 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with safe_open(str(path), framework="pt", device=str(map_location)) as file:
-            metadata = file.metadata() or {}
+            header = _read_header(path, file.metadata() or {})
             tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt?): {err}. "
             "It was left as it is; point to another checkpoint or train again."
         ) from err
+    verified = _verify_tensors(path, header, tensors)
+    try:
+        return _assemble(path, header, tensors, verified)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: corrupt header: {err!r} is missing or malformed") from err
+
+
+def _read_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     try:
         header = json.loads(metadata["minillm"])
-        if header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise KeyError("format")
     except (KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(
             f"{path} is a safetensors file but not a minillm checkpoint (no valid 'minillm' "
             "header); expected a file written by minillm.checkpoint.save_checkpoint"
         ) from err
+    version = header.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version!r}; this minillm reads up to {FORMAT_VERSION}"
+        )
+    if CHECKSUMS_KEY in header and header.get(HEADER_CHECKSUM_KEY) != header_digest(header):
+        raise CheckpointError(
+            f"{path}: corrupt: the header's checksum does not match its content; the file was "
+            "damaged after it was written. Use another checkpoint or train again."
+        )
+    return header
+
+
+def _verify_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bool:
+    """Check checksums (when recorded) and finiteness; return whether checksums were verified."""
+    checksums = header.get(CHECKSUMS_KEY)
+    if checksums is None:
+        _notice_unverified(path)
+    else:
+        if not isinstance(checksums, dict):
+            raise CheckpointError(f"{path}: corrupt: the checksum table is malformed")
+        for name in sorted(set(tensors) | set(checksums)):
+            if name not in checksums:
+                raise CheckpointError(f"{path}: corrupt: tensor {name} has no recorded checksum")
+            if name not in tensors:
+                raise CheckpointError(f"{path}: corrupt: tensor {name} is missing from the file")
+            if tensor_digest(name, tensors[name]) != checksums[name]:
+                raise CheckpointError(
+                    f"{path}: corrupt: tensor {name} differs from what was saved (checksum "
+                    "mismatch); use another checkpoint or train again"
+                )
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: tensor {name} holds NaN or infinite values; a model cannot run from "
+                "it. Use an earlier checkpoint or train again."
+            )
+    return checksums is not None
+
+
+def _notice_unverified(path: Path) -> None:
+    key = str(path.resolve())
+    if key not in _NOTICED:
+        _NOTICED.add(key)
+        print(
+            f"notice: {path} has no checksums (written by an older minillm), so it was loaded "
+            "without verification; rewrite it with minillm.checkpoint.resave_checkpoint(path)",
+            file=sys.stderr,
+        )
+
+
+def _assemble(
+    path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor], verified: bool
+) -> Checkpoint:
     model_state = {
         name.removeprefix("model/"): t for name, t in tensors.items() if name.startswith("model/")
     }
@@ -262,9 +418,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             if name.startswith(prefix):
                 snapshot[name.removeprefix(prefix)] = tensor.cpu()
         rng_states.append(snapshot)
-    optimizer_state = (
-        _unpack_optimizer(header["optimizer"], tensors) if "optimizer" in header else None
-    )
+    optimizer_state = None
+    if "optimizer" in header:
+        optimizer_state = _unpack_optimizer(header["optimizer"], tensors)
+        check_optimizer_state(optimizer_state, path)
     return Checkpoint(
         path=path,
         step=header["step"],
@@ -276,7 +433,115 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         rng_states=rng_states or None,
         data_state=header.get("data", {}),
         metrics=header.get("metrics", {}),
+        tokenizer_fingerprint=header.get("tokenizer_fingerprint"),
+        verified=verified,
     )
+
+
+def check_optimizer_state(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse an optimizer state that would crash or mislead the first resumed step.
+
+    Every per-parameter entry must belong to a parameter of the groups, and all entries must
+    hold the same keys (a renamed or missing ``exp_avg`` is caught here, not as a KeyError
+    inside ``optimizer.step``).
+
+    Raises:
+        CheckpointError: naming the parameter and the keys that differ.
+    """
+    params = {i for group in state["param_groups"] for i in group["params"]}
+    entries = state["state"]
+    stray = sorted(set(entries) - params)
+    if stray:
+        raise CheckpointError(
+            f"{path}: corrupt optimizer state: entries {stray[:5]} belong to no parameter group"
+        )
+    key_sets = {index: frozenset(entry) for index, entry in entries.items()}
+    if key_sets:
+        expected = max(set(key_sets.values()), key=lambda k: sum(v == k for v in key_sets.values()))
+        for index, keys in sorted(key_sets.items()):
+            if keys != expected:
+                raise CheckpointError(
+                    f"{path}: corrupt optimizer state: parameter {index} holds "
+                    f"{sorted(keys)}, the others {sorted(expected)} (renamed or missing tensor)"
+                )
+
+
+def check_optimizer_fits(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an optimizer state whose groups or tensor shapes differ from ``optimizer``'s.
+
+    Raises:
+        CheckpointError: the first parameter whose state does not fit.
+    """
+    state = checkpoint.optimizer_state or {}
+    saved_groups = [len(g["params"]) for g in state.get("param_groups", [])]
+    groups = [len(g["params"]) for g in optimizer.param_groups]
+    if saved_groups != groups:
+        raise CheckpointError(
+            f"{checkpoint.path}: the optimizer state has parameter groups of sizes "
+            f"{saved_groups}, this run {groups}"
+        )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, entry in state.get("state", {}).items():
+        for key, value in entry.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.dim()
+                and value.shape != params[index].shape
+            ):
+                raise CheckpointError(
+                    f"{checkpoint.path}: optimizer tensor {index}/{key} has shape "
+                    f"{tuple(value.shape)}, its parameter {tuple(params[index].shape)}"
+                )
+
+
+def check_tokenizer(checkpoint: Checkpoint, tokenizer: Any, source: str | Path = "") -> None:
+    """Refuse a tokenizer other than the one the checkpoint's data was encoded with.
+
+    Checkpoints without a recorded fingerprint (older files, or runs given raw token arrays)
+    are not checked.
+
+    Raises:
+        CheckpointError: the fingerprints differ; the message names both and the fix.
+    """
+    expected = checkpoint.tokenizer_fingerprint
+    if expected is None:
+        return
+    actual = tokenizer.fingerprint()
+    if actual != expected:
+        where = f" {source}" if source else ""
+        raise CheckpointError(
+            f"the tokenizer{where} (fingerprint {actual[:12]}) is not the one {checkpoint.path} "
+            f"was trained with (fingerprint {expected[:12]}): its ids would mean other text. "
+            "Pass the run's own tokenizer.bpe (--tokenizer PATH)."
+        )
+
+
+def resave_checkpoint(path: str | Path, out: str | Path | None = None) -> Path:
+    """Rewrite a checkpoint (for example one without checksums) in the current format.
+
+    The tensors and header are copied unchanged; checksums are computed afresh, so only a file
+    you trust should be re-saved. Returns the path written (``out``, default: in place).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    checkpoint = load_checkpoint(path)  # refuses corrupt files that carry checksums
+    with safe_open(str(path), framework="pt", device="cpu") as file:
+        header = json.loads(file.metadata()["minillm"])
+        tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    header.setdefault("tokenizer_fingerprint", checkpoint.tokenizer_fingerprint)
+    return _write(Path(out) if out is not None else path, tensors, header)
+
+
+def checkpoint_is_valid(path: str | Path) -> bool:
+    """Whether ``path`` loads as a verified checkpoint (checksums present and matching).
+
+    The cheap test a cache runs before trusting a file; a False answer means rebuild it.
+    """
+    try:
+        return load_checkpoint(path).verified
+    except (CheckpointError, FileNotFoundError):
+        return False
 
 
 def load_model_state(model: nn.Module, checkpoint: Checkpoint) -> None:

@@ -34,13 +34,38 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_int(name: str, default: int, low: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise ValueError(
+            f"environment variable {name}={text!r} must be an integer >= {low} (torchrun sets "
+            f"it); unset it to run on one process"
+        )
+    return value
+
+
 def dist_info() -> DistInfo:
-    """Read RANK, LOCAL_RANK and WORLD_SIZE as ``torchrun`` sets them."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+    """Read RANK, LOCAL_RANK and WORLD_SIZE as ``torchrun`` sets them.
+
+    Raises:
+        ValueError: one of them is not an integer, or RANK is not below WORLD_SIZE.
+    """
+    info = DistInfo(
+        rank=_env_int("RANK", 0, 0),
+        local_rank=_env_int("LOCAL_RANK", 0, 0),
+        world_size=_env_int("WORLD_SIZE", 1, 1),
     )
+    if info.rank >= info.world_size:
+        raise ValueError(
+            f"RANK={info.rank} must be below WORLD_SIZE={info.world_size} (torchrun sets both)"
+        )
+    return info
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:

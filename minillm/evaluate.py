@@ -44,21 +44,71 @@ CLOZE_PATH = PROBES_DIR / "shakespeare_cloze.jsonl"
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any]]:
+# field -> (check, what the field must be); every task line is validated by type before use
+_Schema = dict[str, tuple[Callable[[Any], bool], str]]
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_choices(value: Any) -> bool:
+    return isinstance(value, list) and len(value) >= 2 and all(isinstance(c, str) for c in value)
+
+
+_MULTIPLE_CHOICE: _Schema = {
+    "context": (_is_text, "a string"),
+    "choices": (_is_choices, "a list of at least 2 strings"),
+    "answer": (_is_index, "an integer index into choices"),
+    "id": (_is_text, "a string"),
+}
+_BIAS_PROBE: _Schema = {
+    "category": (_is_text, "a string"),
+    "template": (_is_text, "a string"),
+    "a": (_is_text, "a string"),
+    "b": (_is_text, "a string"),
+    "favours": (lambda v: v in ("a", "b", None), '"a", "b" or null'),
+    "id": (_is_text, "a string"),
+}
+
+
+def _read_jsonl(
+    path: str | Path, required: Sequence[str], schema: _Schema | None = None
+) -> list[dict[str, Any]]:
+    """The JSON objects of a task file, one a line; each present field checked by ``schema``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a line is not a JSON object, lacks a required field, or holds a field of
+            the wrong type (the message names the file, the line and what is allowed).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no task file at {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason}); expected JSONL") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number} is not valid JSON: {err}") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number} must be a JSON object, got {type(row).__name__}")
         missing = [key for key in required if key not in row]
         if missing:
             raise ValueError(f"{path}:{number} lacks the fields {missing}; needs {list(required)}")
+        for key, (check, what) in (schema or {}).items():
+            if key in row and not check(row[key]):
+                raise ValueError(f"{path}:{number}: {key!r} must be {what}, got {row[key]!r}")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no items")
@@ -67,27 +117,39 @@ def _read_jsonl(path: str | Path, required: Sequence[str]) -> list[dict[str, Any
 
 def load_bias_probes(path: str | Path = BIAS_PROBES_PATH) -> list[M.BiasProbe]:
     """Bias-probe pairs from JSONL (fields ``category, template, a, b``, optional ``favours, id``)."""
-    rows = _read_jsonl(path, ["category", "template", "a", "b"])
-    return [
-        M.BiasProbe(
-            category=r["category"],
-            template=r["template"],
-            a=r["a"],
-            b=r["b"],
-            favours=r.get("favours"),
-            id=r.get("id", f"probe{i}"),
-        )
-        for i, r in enumerate(rows)
-    ]
+    rows = _read_jsonl(path, ["category", "template", "a", "b"], _BIAS_PROBE)
+    probes = []
+    for i, r in enumerate(rows):
+        try:
+            probes.append(
+                M.BiasProbe(
+                    category=r["category"],
+                    template=r["template"],
+                    a=r["a"],
+                    b=r["b"],
+                    favours=r.get("favours"),
+                    id=r.get("id", f"probe{i}"),
+                )
+            )
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return probes
 
 
 def load_multiple_choice(path: str | Path = CLOZE_PATH) -> list[M.MultipleChoiceItem]:
     """Multiple-choice items from JSONL (fields ``context, choices, answer``, optional ``id``)."""
-    rows = _read_jsonl(path, ["context", "choices", "answer"])
-    return [
-        M.MultipleChoiceItem(r["context"], tuple(r["choices"]), int(r["answer"]), r.get("id", ""))
-        for r in rows
-    ]
+    rows = _read_jsonl(path, ["context", "choices", "answer"], _MULTIPLE_CHOICE)
+    items = []
+    for r in rows:
+        try:
+            items.append(
+                M.MultipleChoiceItem(
+                    r["context"], tuple(r["choices"]), r["answer"], r.get("id", "")
+                )
+            )
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return items
 
 
 def read_documents(path: str | Path) -> list[tuple[str, str]]:
@@ -440,11 +502,10 @@ def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = No
     The tokenizer is ``tokenizer_path``, or ``tokenizer.bpe`` next to the checkpoint, or in the
     data folder the checkpoint was trained from.
     """
-    from minillm.checkpoint import TOKENIZER_NAME, load_checkpoint
+    from minillm.checkpoint import TOKENIZER_NAME, check_tokenizer, load_checkpoint
     from minillm.tokenizer import BPETokenizer
 
     ckpt = load_checkpoint(checkpoint)
-    model = ckpt.build_model()
     if tokenizer_path is None:
         candidates = [Path(checkpoint).parent / TOKENIZER_NAME]
         data_dir = (ckpt.train_config or {}).get("data_dir")
@@ -456,15 +517,22 @@ def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = No
                 f"no tokenizer found at {', '.join(map(str, candidates))}; pass --tokenizer PATH"
             )
         tokenizer_path = found[0]
-    return model, BPETokenizer.load(tokenizer_path)
+    tokenizer = BPETokenizer.load(tokenizer_path)
+    check_tokenizer(ckpt, tokenizer, tokenizer_path)  # another tokenizer would inflate scores
+    return ckpt.build_model(), tokenizer
 
 
 def _eval_command(args: argparse.Namespace) -> int:
-    from minillm.utils import auto_device
+    from minillm.utils import auto_device, ensure_writable_file
 
+    if args.json:  # checked first: a bad path must not cost the whole evaluation
+        ensure_writable_file(args.json, "--json target")
     model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)
     model.to(auto_device(args.device))
-    tasks = [resolve_task(t, tokenizer) for t in args.tasks.split(",") if t]
+    try:
+        tasks = [resolve_task(t, tokenizer) for t in args.tasks.split(",") if t]
+    except KeyError as err:  # an unknown task name is bad input, reported as one line
+        raise ValueError(err.args[0] if err.args else str(err)) from None
     for task in tasks:
         if isinstance(task, PerplexityTask):
             task.stride = args.stride
@@ -477,6 +545,8 @@ def _eval_command(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: Any) -> None:
     """Register ``minillm eval``."""
+    from minillm.cli import checked_number
+
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint on a list of tasks",
@@ -493,7 +563,10 @@ def add_cli(subparsers: Any) -> None:
         "--tokenizer", default=None, help="tokenizer file (default: found with the checkpoint)"
     )
     parser.add_argument(
-        "--stride", type=int, default=None, help="perplexity window stride (default: block size)"
+        "--stride",
+        type=checked_number(int, low=1, allow_none=True),
+        default=None,
+        help="perplexity window stride (default: block size)",
     )
     parser.add_argument("--json", default=None, help="write the full report as JSON here")
     parser.add_argument(

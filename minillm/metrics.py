@@ -379,6 +379,14 @@ class MultipleChoiceItem:
     id: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.context, str):
+            raise TypeError(f"item {self.id!r}: context must be a str, got {self.context!r}")
+        if isinstance(self.choices, str) or not all(isinstance(c, str) for c in self.choices):
+            raise TypeError(
+                f"item {self.id!r}: choices must be a sequence of str, got {self.choices!r}"
+            )
+        if not isinstance(self.answer, int) or isinstance(self.answer, bool):
+            raise TypeError(f"item {self.id!r}: answer must be an int index, got {self.answer!r}")
         if len(self.choices) < 2:
             raise ValueError(f"item {self.id!r} needs at least 2 choices, got {len(self.choices)}")
         if not 0 <= self.answer < len(self.choices):
@@ -536,6 +544,9 @@ class BiasProbe:
     id: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("category", "template", "a", "b"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"probe {self.id!r}: {name} must be a str")
         if self.template.count("{}") != 1:
             raise ValueError(f"probe {self.id!r}: template must contain exactly one '{{}}'")
         if self.favours not in ("a", "b", None):

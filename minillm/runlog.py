@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,19 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         path = path / LOG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # a record torn by a kill mid-write: drop it, say so
+                print(f"warning: {path}:{number}: skipped a torn last record", file=sys.stderr)
+                break
+            raise ValueError(f"{path}:{number} is not a JSON record ({err})") from None
+    return records
 
 
 def truncate_log(path: Path, last_step: int) -> None:

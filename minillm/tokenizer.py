@@ -38,12 +38,21 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Set
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 import regex
+
+from minillm.tokenizer_guard import (
+    HEAP_MERGE_MIN_BYTES,
+    WhitespaceCutter,
+    check_pattern_covers,
+    check_vocabulary,
+    merge_bytes_heap,
+    split_long_whitespace,
+)
 
 if TYPE_CHECKING:
     import tiktoken
@@ -89,11 +98,13 @@ def _compile_pattern(pattern: str) -> tuple[str, regex.Pattern]:
         raise TypeError(f"pattern must be 'gpt2', 'gpt4' or a regex string, got {type(pattern)}")
     source = PATTERNS.get(pattern, pattern)
     try:
-        return source, regex.compile(source)
+        compiled = regex.compile(source)
     except regex.error as err:
         raise ValueError(
             f"pattern {pattern!r} is neither 'gpt2', 'gpt4' nor a valid regex: {err}"
         ) from err
+    check_pattern_covers(compiled, source)
+    return source, compiled
 
 
 def _special_regex(specials: Iterable[str]) -> regex.Pattern:
@@ -150,8 +161,9 @@ def _count_chunks(
     splitter = _special_regex(specials) if specials else None
     counts: Counter[str] = Counter()
     for text in texts:
-        for piece in splitter.split(text) if splitter else (text,):
-            counts.update(compiled.findall(piece))
+        for part in split_long_whitespace(text):  # the encoder's cuts, so training sees its chunks
+            for piece in splitter.split(part) if splitter else (part,):
+                counts.update(compiled.findall(piece))
     return Counter(
         {chunk.encode("utf-8", "surrogatepass"): count for chunk, count in counts.items()}
     )
@@ -471,6 +483,8 @@ class BPETokenizer:
         whole = ranks.get(data)
         if whole is not None:  # the whole chunk is one token (tiktoken's shortcut)
             return [whole]
+        if len(data) >= HEAP_MERGE_MIN_BYTES:  # the scan below is quadratic in the length
+            return [ranks[p] for p in merge_bytes_heap(data, ranks)]
         parts = [data[i : i + 1] for i in range(len(data))]
         while len(parts) > 1:
             best_rank, best_i = None, -1
@@ -543,6 +557,11 @@ class BPETokenizer:
 
     def _encode_checked(self, text: str, allowed: frozenset[str]) -> list[int]:
         ids: list[int] = []
+        for part in split_long_whitespace(text):  # [text] unless a whitespace run is huge
+            self._encode_part(part, allowed, ids)
+        return ids
+
+    def _encode_part(self, text: str, allowed: frozenset[str], ids: list[int]) -> None:
         lookup, findall = self._cache.__getitem__, self._compiled.findall
         pieces = self._regex_for(allowed).split(text) if allowed else [text]
         # re.split without groups drops the separators: find them again to interleave their ids
@@ -552,7 +571,6 @@ class BPETokenizer:
             ids.extend(chain.from_iterable(map(lookup, findall(piece))))
             if index < len(specials):
                 ids.append(self._special[specials[index]])
-        return ids
 
     def encode(
         self,
@@ -608,23 +626,33 @@ class BPETokenizer:
         """
         allowed, disallowed = self._resolve_specials(allowed_special, disallowed_special)
         margin = _STREAM_MARGIN + max((len(s) for s in self._special), default=0)
+        cutter = WhitespaceCutter()  # the cuts encode() makes in huge whitespace runs
         buffer = ""
         for index, piece in enumerate(iterable):
             if not isinstance(piece, str):
                 raise TypeError(f"piece {index} of the iterable is {type(piece).__name__}, not str")
-            buffer += piece
+            for number, part in enumerate(cutter.feed(piece)):
+                if number:  # a cut: the buffer is a complete text of its own
+                    yield from self._stream_ids(buffer, len(buffer), allowed, disallowed)
+                    buffer = ""
+                buffer += part
             if len(buffer) <= 2 * margin:
                 continue
-            safe_end = len(buffer) - margin
-            cut = 0
-            for start, end, special_id in self._stream_segments(buffer, allowed, disallowed):
-                if end > safe_end:
-                    break
-                yield from (special_id,) if special_id is not None else self._bpe(buffer[start:end])
-                cut = end
+            cut = yield from self._stream_ids(buffer, len(buffer) - margin, allowed, disallowed)
             buffer = buffer[cut:]
+        yield from self._stream_ids(buffer, len(buffer), allowed, disallowed)
+
+    def _stream_ids(
+        self, buffer: str, safe_end: int, allowed: frozenset[str], disallowed: frozenset[str]
+    ) -> Generator[int, None, int]:
+        """Yield the ids of the buffer's segments that end by ``safe_end``; return that end."""
+        cut = 0
         for start, end, special_id in self._stream_segments(buffer, allowed, disallowed):
+            if end > safe_end:
+                break
             yield from (special_id,) if special_id is not None else self._bpe(buffer[start:end])
+            cut = end
+        return cut
 
     def _stream_segments(
         self, buffer: str, allowed: frozenset[str], disallowed: frozenset[str]
@@ -669,24 +697,37 @@ class BPETokenizer:
 
     # --- saving and loading -----------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the tokenizer in the versioned text format (see the module docstring), atomically."""
-        path = Path(path)
-        lines = [
-            f"{FORMAT_NAME} {FORMAT_VERSION}",
-            f"name {json.dumps(self.name)}",
-            f"pattern {json.dumps(self.pattern)}",
-            f"tokens {len(self._ranks)}",
-        ]
+    def _serialized_lines(self, *, name: bool = True, merges: bool = True) -> list[str]:
+        lines = [f"{FORMAT_NAME} {FORMAT_VERSION}"]
+        if name:
+            lines.append(f"name {json.dumps(self.name)}")
+        lines += [f"pattern {json.dumps(self.pattern)}", f"tokens {len(self._ranks)}"]
         lines += [f"{i} {t.hex()}" for t, i in sorted(self._ranks.items(), key=lambda kv: kv[1])]
-        lines.append(f"merges {len(self.merges)}")
-        lines += [f"{a} {b} {c}" for a, b, c in self.merges]
+        if merges:
+            lines.append(f"merges {len(self.merges)}")
+            lines += [f"{a} {b} {c}" for a, b, c in self.merges]
         lines.append(f"specials {len(self._special)}")
         lines += [
             f"{i} {json.dumps(s)}" for s, i in sorted(self._special.items(), key=lambda kv: kv[1])
         ]
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        return lines
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the tokenizer in the versioned text format (see the module docstring), atomically."""
+        path = Path(path)
+        _atomic_write_text(path, "\n".join(self._serialized_lines()) + "\n")
         return path
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of what decides the ids: the pattern, every token's bytes and id, and the
+        special tokens, in the canonical text form of :meth:`save`.
+
+        The name and the merge list are left out (they change no id), so a tokenizer saved and
+        loaded again, or renamed, keeps its fingerprint; one trained on another corpus does not,
+        even with the same vocabulary size. Checkpoints record it to catch a mismatched tokenizer.
+        """
+        text = "\n".join(self._serialized_lines(name=False, merges=False)) + "\n"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
@@ -718,7 +759,13 @@ class BPETokenizer:
                 token = bytes.fromhex(fields[1])
             except ValueError:
                 reader.fail(f"token bytes {fields[1]!r} are not hexadecimal")
-            ranks[token] = reader.integer(fields[0], "token id")
+            token_id = reader.integer(fields[0], "token id")
+            if token in ranks:
+                raise ValueError(
+                    f"{path}: invalid tokenizer: ids {ranks[token]} and {token_id} share the "
+                    f"bytes {fields[1]!r}"
+                )
+            ranks[token] = token_id
         merges = [
             tuple(reader.integer(f, "merge id") for f in fields)
             for fields in reader.section("merges", 3)
@@ -729,9 +776,12 @@ class BPETokenizer:
                 text = json.loads(fields[1])
             except json.JSONDecodeError:
                 reader.fail(f"special token {fields[1]!r} is not a JSON string")
+            if not isinstance(text, str) or text in specials:
+                reader.fail(f"special token {fields[1]!r} is not a new JSON string")
             specials[text] = reader.integer(fields[0], "special id")
         reader.expect_end()
         try:
+            check_vocabulary(ranks, merges, specials)
             return cls(ranks, pattern, specials, merges, name)
         except ValueError as err:
             raise ValueError(f"{path}: invalid tokenizer: {err}") from err
@@ -791,8 +841,29 @@ class BPETokenizer:
         """GPT-2's tokenizer from the files bundled in ``minillm/assets/gpt2`` (no network)."""
         return cls.from_gpt2_files(GPT2_DIR / "encoder.json", GPT2_DIR / "vocab.bpe")
 
+    def encode_ordinary_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+        """Encode many texts at tiktoken's speed, special-token strings as ordinary text.
+
+        The ids equal ``[self.encode_ordinary(t) for t in texts]``: huge whitespace runs are cut
+        first, as :meth:`encode` does (tiktoken on its own overflows its stack on such a run).
+        """
+        texts = list(_texts(texts))
+        parts = [split_long_whitespace(text) for text in texts]
+        flat = [part for pieces in parts for part in pieces]
+        encoded = iter(self._tiktoken().encode_ordinary_batch(flat, num_threads=num_threads))
+        return [list(chain.from_iterable(next(encoded) for _ in pieces)) for pieces in parts]
+
+    def _tiktoken(self) -> tiktoken.Encoding:
+        if getattr(self, "_tiktoken_encoding", None) is None:
+            self._tiktoken_encoding = self.to_tiktoken()
+        return self._tiktoken_encoding
+
     def to_tiktoken(self) -> tiktoken.Encoding:
-        """A ``tiktoken.Encoding`` with the same ids, pattern and special tokens (Rust speed)."""
+        """A ``tiktoken.Encoding`` with the same ids, pattern and special tokens (Rust speed).
+
+        It encodes the text as given: a whitespace run of about a million characters overflows
+        tiktoken's stack. :meth:`encode_ordinary_batch` cuts such runs first.
+        """
         import tiktoken
 
         return tiktoken.Encoding(

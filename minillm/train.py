@@ -40,6 +40,8 @@ from minillm.checkpoint import (
     TOKENIZER_NAME,
     Checkpoint,
     CheckpointError,
+    check_optimizer_fits,
+    check_tokenizer,
     load_checkpoint,
     load_model_state,
     restore_rng,
@@ -56,7 +58,12 @@ from minillm.distributed import (
 from minillm.precision import DTYPES, autocast_context
 from minillm.runlog import LOG_NAME, append_log, truncate_log
 from minillm.splits import batch_generator, check_tokens, draw_batch, load_split
-from minillm.utils import measure_matmul_gflops, seed_everything
+from minillm.utils import (
+    check_seed,
+    ensure_writable_dir,
+    measure_matmul_gflops,
+    seed_everything,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -134,13 +141,16 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".toml":
-            values = tomllib.loads(text)
-        elif path.suffix == ".json":
-            values = json.loads(text)
-        else:
+        if path.suffix not in (".toml", ".json"):
             raise ValueError(f"config file {path} must end in .toml or .json")
+        kind = path.suffix[1:].upper()
+        try:
+            text = path.read_text(encoding="utf-8")
+            values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a {kind} table of settings")
         return cls.from_dict({**values, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +199,15 @@ def _check_types(config: TrainConfig) -> None:
 
 
 def _check_values(config: TrainConfig) -> None:
+    for f in dataclasses.fields(config):  # NaN passes every comparison below unnoticed
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
+    if config.peak_gflops is not None and config.peak_gflops <= 0:
+        raise ValueError(
+            f"peak_gflops must be > 0 (GFLOP/s) or None to measure it, got {config.peak_gflops}"
+        )
+    check_seed(config.seed)
     positive = ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_batches")
     for name in (*positive, "log_interval"):
         if getattr(config, name) < 1:
@@ -355,8 +374,12 @@ class _Run:
         checkpoint = self._checkpoint_to_resume(resume)
 
         vocab_size = None
+        self.tokenizer = None  # the data folder's tokenizer: its fingerprint goes in checkpoints
         if train_tokens is None:
+            from minillm.prepare import verify_data_dir
+
             data_dir = Path(config.data_dir)
+            self.tokenizer = verify_data_dir(data_dir)  # complete, or a clear error
             train_tokens = load_split(data_dir, "train")
             val_tokens = load_split(data_dir, "val") if val_tokens is None else val_tokens
             vocab_size = _vocab_size_of(data_dir)
@@ -407,9 +430,13 @@ class _Run:
         return None
 
     def _restore(self, checkpoint: Checkpoint) -> None:
+        _check_same_model_config(checkpoint, self.model)
+        if self.tokenizer is not None:
+            check_tokenizer(checkpoint, self.tokenizer, Path(self.config.data_dir) / TOKENIZER_NAME)
         load_model_state(self.model, checkpoint)
         if checkpoint.optimizer_state is None:
             raise CheckpointError(f"{checkpoint.path} holds no optimizer state to resume from")
+        check_optimizer_fits(checkpoint, self.optimizer)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
         if checkpoint.scaler_state and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint.scaler_state)
@@ -529,8 +556,29 @@ class _Run:
                 rng_states=states,
                 data_state={"tokens_seen": self.tokens_seen, "world_size": self.info.world_size},
                 metrics=metrics,
+                tokenizer_fingerprint=self.tokenizer.fingerprint() if self.tokenizer else None,
             )
         self.last_saved_step = self.step
+
+
+def _check_same_model_config(checkpoint: Checkpoint, model: nn.Module) -> None:
+    """Resume only into the model the checkpoint was saved from: every config field equal."""
+    saved, current = checkpoint.model_config, getattr(model, "config", None)
+    if saved is None or current is None or not dataclasses.is_dataclass(current):
+        return
+    current = json.loads(json.dumps(dataclasses.asdict(current)))  # tuples -> lists, as saved
+    differences = [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"cannot resume {checkpoint.path}: the model configuration differs ("
+            + "; ".join(differences)
+            + "). Resume with the run's own settings, or start a new run (--overwrite or "
+            "another out_dir)."
+        )
 
 
 def _copy_tokenizer(config: TrainConfig, out_dir: Path) -> None:
@@ -582,9 +630,10 @@ def train(
     info = dist_info()
     started = time.perf_counter()
     init_distributed(info, pick_device(config.device, info))
+    if info.is_main:
+        ensure_writable_dir(config.out_dir, "out_dir")  # before any work, not at the first save
     run = _Run(config, model, train_tokens, val_tokens, resume, info)
     if info.is_main:
-        run.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             truncate_log(run.log_path, run.step)
         elif run.log_path.exists():

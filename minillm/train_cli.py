@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint
+from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, check_tokenizer, load_checkpoint
+from minillm.cli import checked_number
 from minillm.distributed import dist_info
 from minillm.runlog import LOG_NAME
 from minillm.train import TrainConfig, train
-from minillm.utils import auto_device
+from minillm.utils import MAX_SEED, auto_device
 
 
 def _parse_none(kind: type) -> Any:
@@ -110,11 +111,18 @@ def _sample_cli(args: argparse.Namespace) -> int:
         checkpoint_path = Path(args.checkpoint)
         if checkpoint_path.is_dir():
             checkpoint_path = checkpoint_path / CHECKPOINT_NAME
-        model = load_checkpoint(checkpoint_path).build_model()
+        checkpoint = load_checkpoint(checkpoint_path)
         tokenizer_path = Path(args.tokenizer or checkpoint_path.parent / TOKENIZER_NAME)
         if not tokenizer_path.is_file():
             raise FileNotFoundError(f"no tokenizer at {tokenizer_path}; pass --tokenizer PATH")
         tokenizer = BPETokenizer.load(tokenizer_path)
+        check_tokenizer(checkpoint, tokenizer, tokenizer_path)
+        model = checkpoint.build_model()
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(
+                f"{tokenizer_path} has {tokenizer.vocab_size} ids but the model only "
+                f"{model.config.vocab_size}; pass the run's own tokenizer (--tokenizer PATH)"
+            )
     device = auto_device(args.device)
     model.to(device)
     prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
@@ -175,15 +183,30 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="tokenizer file; default: tokenizer.bpe beside the checkpoint",
     )
     sample_parser.add_argument("--prompt", default="", help="text to continue ('' = from scratch)")
-    sample_parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
     sample_parser.add_argument(
-        "--temperature", type=float, default=0.8, help="randomness: 0 = greedy, 1 = the model's"
+        "--max-new-tokens", type=checked_number(int, low=0), default=200, help="tokens to generate"
     )
     sample_parser.add_argument(
-        "--top-k", type=int, default=50, help="sample among the k most likely tokens"
+        "--temperature",
+        type=checked_number(float, low=0, high=100),
+        default=0.8,
+        help="randomness: 0 = greedy, 1 = the model's",
     )
-    sample_parser.add_argument("--num-samples", type=int, default=1, help="how many continuations")
-    sample_parser.add_argument("--seed", type=int, default=1337, help="sampling seed")
+    sample_parser.add_argument(
+        "--top-k",
+        type=checked_number(int, low=1, allow_none=True),
+        default=50,
+        help="sample among the k most likely tokens ('none': all)",
+    )
+    sample_parser.add_argument(
+        "--num-samples",
+        type=checked_number(int, low=1, high=1024),
+        default=1,
+        help="how many continuations",
+    )
+    sample_parser.add_argument(
+        "--seed", type=checked_number(int, low=0, high=MAX_SEED), default=1337, help="sampling seed"
+    )
     sample_parser.add_argument(
         "--device", default=None, help="cpu, cuda, mps; default: the fastest available"
     )

@@ -13,8 +13,10 @@ import os
 import platform
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,14 +27,64 @@ DEVICE_ENV_VAR = "MINILLM_DEVICE"
 _VALID_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed accepted (PyTorch's generators take 64 bits; headroom for per-rank offsets)."""
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """Return ``seed`` if it is an int in ``[0, MAX_SEED]``; otherwise raise a clear error.
+
+    Raises:
+        ValueError: a bool, a non-int, a negative or a too-large value.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what} must be a non-negative int below 2**63, got {seed!r}")
+    return seed
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove that files can be written there, before any work.
+
+    Raises:
+        ValueError: ``path`` (or a parent) is a file, or the folder cannot be created or written
+            (read-only, no permission); the message names the folder.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".minillm-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise ValueError(f"{what} {path} is a file, not a folder; choose another path") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(f"{what} {path} is not writable ({reason}); choose another path") from None
+    return path
+
+
+def ensure_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, before any work, that ``path`` can be written later (its folder is created).
+
+    Raises:
+        ValueError: ``path`` is a folder, or its folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path} exists and is read-only; choose another path")
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."), f"the folder of {what}")
+    return path
+
+
 def seed_everything(seed: int = 1337) -> None:
     """Seed Python, NumPy and PyTorch (CPU and every GPU) so that runs repeat exactly.
 
     Args:
-        seed: any non-negative integer.
+        seed: an integer in ``[0, 2**63 - 1]``.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device

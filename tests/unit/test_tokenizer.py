@@ -392,7 +392,7 @@ def test_running_out_of_pairs_warns_and_keeps_what_it_learnt():
 
 def test_the_training_order_of_documents_vs_one_string():
     # an iterable keeps documents apart: no pre-token spans two of them
-    tok = BPETokenizer.train(["ab", "cd"] * 5, 300, special_tokens=(), pattern=r".+")
+    tok = BPETokenizer.train(["ab", "cd"] * 5, 300, special_tokens=(), pattern=r"(?s).+")
     learnt = {tok.token_bytes(i) for i in range(256, tok.vocab_size)}
     assert b"bc" not in learnt
     assert {b"ab", b"cd"} <= learnt
