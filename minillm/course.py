@@ -25,6 +25,7 @@ from minillm.checkpoint import (
     FORMAT_VERSION,
     TOKENIZER_NAME,
     CheckpointError,
+    check_tokenizer,
     load_checkpoint,
 )
 from minillm.splits import load_split
@@ -142,23 +143,13 @@ def clean_stale_temporaries(folder: Path | None = None) -> list[Path]:
 
 
 def _data_problem(folder: Path) -> str | None:
-    """Why a cached data folder cannot be used (None when it is complete and consistent)."""
-    from minillm.prepare import META_FILE, SPLITS
-    from minillm.tokenizer import BPETokenizer
+    """Why a cached data folder cannot be used (None when it is complete and intact)."""
+    from minillm.prepare import verify_data_dir
 
-    if not (folder / META_FILE).is_file():
-        return "it is incomplete (no meta.json)"
     try:
-        meta = json.loads((folder / META_FILE).read_text())
-        for split in SPLITS:
-            tokens = load_split(folder, split)
-            if len(tokens) != meta["splits"][split]["tokens"]:
-                return f"{split}.bin holds {len(tokens)} tokens, meta.json says otherwise"
-        tokenizer = BPETokenizer.load(folder / TOKENIZER_NAME)
-        if tokenizer.vocab_size != meta["vocab_size"]:
-            return "its tokenizer does not match meta.json"
+        verify_data_dir(folder, deep=True)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"it is damaged ({err})"
+        return str(err)
     return None
 
 
@@ -241,15 +232,18 @@ def load_shipped_model():
             f"the shipped weights were saved with {checkpoint.model_config}, but the card "
             f"records {card['model_config']}"
         )
-    model = checkpoint.build_model()
-    return model, BPETokenizer.load(SHIPPED_DIR / TOKENIZER_NAME)
+    tokenizer = BPETokenizer.load(SHIPPED_DIR / TOKENIZER_NAME)
+    check_tokenizer(checkpoint, tokenizer, SHIPPED_DIR / TOKENIZER_NAME)
+    return checkpoint.build_model(), tokenizer
 
 
 def _load_trained(final: Path):
     from minillm.tokenizer import BPETokenizer
 
-    model = load_checkpoint(final / CHECKPOINT_NAME).build_model()
-    return model, BPETokenizer.load(final / TOKENIZER_NAME)
+    checkpoint = load_checkpoint(final / CHECKPOINT_NAME)
+    tokenizer = BPETokenizer.load(final / TOKENIZER_NAME)
+    check_tokenizer(checkpoint, tokenizer, final / TOKENIZER_NAME)
+    return checkpoint.build_model(), tokenizer
 
 
 def course_model(*, retrain: bool = False, verbose: bool = True):

@@ -35,6 +35,7 @@ from minillm.course import (
 )
 from minillm.prepare import COURSE_DATA
 from minillm.runlog import read_log
+from minillm.tokenizer import BPETokenizer
 
 # Above this the weights are stored as bfloat16 (the package must stay small).
 MAX_FLOAT32_BYTES = 10_000_000
@@ -64,12 +65,14 @@ def ship(run_dir: Path, train_seconds: float | None) -> dict:
     store_dtype = torch.float32 if n_bytes <= MAX_FLOAT32_BYTES else torch.bfloat16
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     stored = model.to(store_dtype)
+    tokenizer = BPETokenizer.load(run_dir / TOKENIZER_NAME)
     save_checkpoint(
         SHIPPED_DIR / SHIPPED_WEIGHTS,
         stored,
         step=checkpoint.step,
         train_config=checkpoint.train_config,
         rng_states=[],
+        tokenizer_fingerprint=tokenizer.fingerprint(),
     )
     tmp = SHIPPED_DIR / f".{TOKENIZER_NAME}.tmp"
     shutil.copyfile(run_dir / TOKENIZER_NAME, tmp)
@@ -100,6 +103,7 @@ def ship(run_dir: Path, train_seconds: float | None) -> dict:
         "log": [r for r in log if r.get("kind") in ("train", "eval")],
         "weights_sha256": file_sha256(SHIPPED_DIR / SHIPPED_WEIGHTS),
         "tokenizer_sha256": file_sha256(SHIPPED_DIR / TOKENIZER_NAME),
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
         "machine": {
             "cpu": cpu_name(),
             "cpu_count": os.cpu_count(),
