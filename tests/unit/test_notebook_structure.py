@@ -287,11 +287,22 @@ def test_hygiene_pending_names_real_notebooks():
     assert not stale, f"HYGIENE_PENDING names notebooks that do not exist: {stale}"
 
 
+def lacks_colab_badge(path: Path) -> bool:
+    if path.parent.name != "notebooks":
+        return False
+    owner_name = repository_url().removeprefix("https://github.com/")
+    url = f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{path.name}"
+    return f"]({url})" not in nbformat.read(path, as_version=4).cells[0].source
+
+
 def test_hygiene_pending_is_still_needed():
     clean = sorted(
         path.name
         for path in ALL_NOTEBOOKS
-        if path.name in HYGIENE_PENDING and not hygiene_problems(path) and not bare_asserts(path)
+        if path.name in HYGIENE_PENDING
+        and not hygiene_problems(path)
+        and not bare_asserts(path)
+        and not lacks_colab_badge(path)
     )
     assert not clean, (
         f"these notebooks now pass the hygiene checks; remove them from HYGIENE_PENDING: {clean}"
@@ -341,3 +352,21 @@ def test_bare_asserts_in_check_cells_are_found(tmp_path):
     path = tmp_path / "00_x.ipynb"
     nbformat.write(new_notebook(cells=[cell]), path)
     assert bare_asserts(path) == ["cell 0 line 3: assert x"], bare_asserts(path)
+
+
+def repository_url() -> str:
+    import tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    return urls["Repository"].rstrip("/")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
+def test_title_cell_has_a_colab_badge_for_this_lesson(path):
+    skip_if_pending(path)
+    owner_name = repository_url().removeprefix("https://github.com/")
+    url = f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{path.name}"
+    assert not lacks_colab_badge(path), (
+        f"{path.name}: the title cell needs the Colab badge (CONTRIBUTING.md), expected a link to "
+        f"{url}"
+    )
