@@ -69,5 +69,5 @@ lock: $(STAMP)  ## rewrite constraints.txt from the current environment
 	$(BIN)/python scripts/lock.py
 
 clean:  ## remove the environment, caches and the built book
-	rm -rf $(VENV) book/_build book/lessons book/solutions book/_toc.yml book/api.md .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) book/_build book/lessons book/solutions book/_toc.yml book/api.md book/timings.md .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
