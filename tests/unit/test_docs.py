@@ -219,3 +219,10 @@ def test_unwritten_lessons_are_marked_planned(doc):
 def test_the_planned_rule_reads_references_as_intended(text, problems):
     found = planned_problems(text, existing={"00", "05"})
     assert len(found) == problems, found
+
+
+def test_readme_installs_the_course_extra_from_the_repository():
+    readme = (ROOT / "README.md").read_text()
+    line = f'pip install -q "minillm[course] @ git+{repo_url()}"'
+    assert line in readme, f"the README's Colab line must be: {line}"
+    assert "<this repository>" not in readme, "the README still has a placeholder for the URL"
