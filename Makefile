@@ -1,6 +1,8 @@
 # minillm course: `make help` lists the targets.
 # The first `make book` or `make test` creates .venv and installs the pinned environment;
 # later runs reuse it (the stamp file is rebuilt only when pyproject.toml or constraints.txt change).
+# `make book` is the learner book; `make book-instructor` (or `make book INSTRUCTOR=1`) adds the
+# instructor guide and the solutions.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -17,7 +19,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install book test test-unit test-notebooks lint lab notebooks bench doctor lock clean
+.PHONY: help install book book-instructor test test-unit test-notebooks lint lab notebooks bench doctor lock clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,8 +47,11 @@ test-unit: $(STAMP) lint  ## the quick loop: ruff and unit tests only (no notebo
 test-notebooks: $(STAMP)  ## only the notebooks: lessons with nbval, solutions with papermill
 	$(BIN)/python -m pytest tests/notebooks notebooks --nbval-lax --nbval-current-env $(PYTEST_TIMEOUT_FLAGS) -p no:cacheprovider
 
-book: $(STAMP)  ## execute every lesson and render the Jupyter Book into book/_build/html
-	$(BIN)/python scripts/build_book.py
+book: $(STAMP)  ## the learner book: execute every lesson, render into book/_build/html (no solutions)
+	$(BIN)/python scripts/build_book.py $(if $(filter 1,$(INSTRUCTOR)),--instructor)
+
+book-instructor: $(STAMP)  ## the instructor book: the lessons, the instructor guide and the solutions
+	$(BIN)/python scripts/build_book.py --instructor
 
 notebooks: $(STAMP)  ## re-execute every lesson and solution in order, storing fresh outputs
 	$(BIN)/python scripts/nbexec.py --inplace --timings bench/results/lesson_timings.json notebooks/*.ipynb solutions/*.ipynb
@@ -64,5 +69,5 @@ lock: $(STAMP)  ## rewrite constraints.txt from the current environment
 	$(BIN)/python scripts/lock.py
 
 clean:  ## remove the environment, caches and the built book
-	rm -rf $(VENV) book/_build book/lessons book/solutions book/_toc.yml book/api.md .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) book/_build book/lessons book/solutions book/_toc.yml book/api.md book/timings.md .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

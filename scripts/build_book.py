@@ -1,14 +1,21 @@
 """Build the course book: execute every lesson, then render HTML with Jupyter Book 1.
 
 Steps, each of which stops the build with a clear message on failure:
-1. execute every notebook in notebooks/ and solutions/ (in order) into book/lessons and
-   book/solutions, recording how long each took (book/timings.md, shown in the instructor guide);
-2. write the table of contents (book/_toc.yml) and the API reference (book/api.md) from what is
+1. execute every notebook in notebooks/ (and, for the instructor book, solutions/) into
+   book/lessons (book/solutions), recording how long each took (book/timings.md);
+2. prepare the book's copy of each notebook: the ``# NBVAL_*`` test markers are removed from the
+   code and the Colab badge points at a local image, so the page reads cleanly offline;
+3. write the table of contents (book/_toc.yml) and the API reference (book/api.md) from what is
    on disk, so a new lesson or module needs no edit here;
-3. run ``jupyter-book build`` with Sphinx warnings treated as errors.
+4. run ``jupyter-book build`` with Sphinx warnings treated as errors. Formulas are typeset by the
+   MathJax copy that the ``sphinx-mathjax-offline`` package installs, so no page needs a network.
 
-    python scripts/build_book.py            # what `make book` runs
-    python scripts/build_book.py --no-execute   # render the stored outputs only (fast)
+The learner book (the default) holds the intro, the lessons and the reference; the instructor
+book adds the instructor guide (workshop plans, answers to the pauses) and the solutions.
+
+    python scripts/build_book.py                  # what `make book` runs: the learner book
+    python scripts/build_book.py --instructor     # `make book-instructor`: guide and solutions too
+    python scripts/build_book.py --no-execute     # render the stored outputs only (fast)
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import pkgutil
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -30,6 +40,9 @@ from nbexec import NotebookError, execute_notebook, record_timings  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 TIMINGS_JSON = ROOT / "bench" / "results" / "lesson_timings.json"
+COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = "_static/colab-badge.svg"  # relative to the book's root folder
+NBVAL_MARKER = re.compile(r"^[ \t]*# NBVAL_[A-Z_]+[ \t]*\n?", re.MULTILINE)
 
 
 def notebook_title(path: Path) -> str:
@@ -43,6 +56,26 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
+def for_the_book(nb: nbformat.NotebookNode, depth: int = 1) -> nbformat.NotebookNode:
+    """Tidy the book's copy of a notebook (never the source): what a reader should see.
+
+    Args:
+        nb: the executed notebook; changed in place and returned.
+        depth: how many folders below the book's root the page lies (``lessons/x`` is 1).
+
+    Returns:
+        The same notebook with ``# NBVAL_*`` marker lines removed from code cells and the Colab
+        badge image replaced by the copy in ``book/_static`` (the book must render offline).
+    """
+    local_badge = "../" * depth + LOCAL_BADGE
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = NBVAL_MARKER.sub("", cell.source)
+        elif cell.cell_type == "markdown":
+            cell.source = cell.source.replace(COLAB_BADGE_URL, local_badge)
+    return nb
+
+
 def collect(folder: str, target: Path, execute: bool) -> dict[str, float]:
     """Execute (or copy) every notebook of ``folder`` into ``target``; returns seconds each."""
     if target.exists():
@@ -50,20 +83,20 @@ def collect(folder: str, target: Path, execute: bool) -> dict[str, float]:
     target.mkdir(parents=True)
     seconds: dict[str, float] = {}
     for path in sorted((ROOT / folder).glob("*.ipynb")):
-        if not execute:
-            shutil.copy2(path, target / path.name)
-            continue
-        print(f"executing {path.relative_to(ROOT)} ...", flush=True)
-        start = time.perf_counter()
-        execute_notebook(path, output_path=target / path.name)
-        seconds[f"{folder}/{path.name}"] = round(time.perf_counter() - start, 1)
-        print(f"  done in {seconds[f'{folder}/{path.name}']:.1f} s", flush=True)
+        if execute:
+            print(f"executing {path.relative_to(ROOT)} ...", flush=True)
+            start = time.perf_counter()
+            nb = execute_notebook(path, output_path=target / path.name)
+            seconds[f"{folder}/{path.name}"] = round(time.perf_counter() - start, 1)
+            print(f"  done in {seconds[f'{folder}/{path.name}']:.1f} s", flush=True)
+        else:
+            nb = nbformat.read(path, as_version=4)
+        nbformat.write(for_the_book(nb), target / path.name)
     return seconds
 
 
-def write_toc() -> None:
-    lessons = sorted((BOOK / "lessons").glob("*.ipynb"))
-    solutions = sorted((BOOK / "solutions").glob("*.ipynb"))
+def toc_lines(lessons: Sequence[str], solutions: Sequence[str], instructor: bool) -> list[str]:
+    """The table of contents: lessons, then (instructor book only) guide and solutions."""
     lines = [
         "# Generated by scripts/build_book.py from notebooks/ and solutions/; do not edit.",
         "format: jb-book",
@@ -71,22 +104,27 @@ def write_toc() -> None:
         "parts:",
         "  - caption: Lessons",
         "    chapters:",
-        *[f"      - file: lessons/{path.stem}" for path in lessons],
-        "  - caption: For instructors",
-        "    chapters:",
-        "      - file: instructor_guide",
+        *[f"      - file: lessons/{stem}" for stem in lessons],
     ]
-    if solutions:
-        lines.append("      - file: solutions_index")
-        lines.append("        sections:")
-        lines += [f"          - file: solutions/{path.stem}" for path in solutions]
+    if instructor:
+        lines += ["  - caption: For instructors", "    chapters:", "      - file: instructor_guide"]
+        if solutions:
+            lines += ["      - file: solutions_index", "        sections:"]
+            lines += [f"          - file: solutions/{stem}" for stem in solutions]
     lines += [
         "  - caption: Reference",
         "    chapters:",
         "      - file: api",
         "      - file: glossary",
     ]
-    (BOOK / "_toc.yml").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def write_toc(instructor: bool) -> None:
+    lessons = [path.stem for path in sorted((BOOK / "lessons").glob("*.ipynb"))]
+    solutions = [path.stem for path in sorted((BOOK / "solutions").glob("*.ipynb"))]
+    text = "\n".join(toc_lines(lessons, solutions, instructor)) + "\n"
+    (BOOK / "_toc.yml").write_text(text)
 
 
 def write_api_page() -> None:
@@ -118,53 +156,244 @@ def write_api_page() -> None:
     (BOOK / "api.md").write_text("\n".join(parts))
 
 
+# The learner-time estimate: technical prose read at about 100 words a minute, code read, run and
+# understood at about 15 lines a minute, and about 20 minutes per exercise. A rule of thumb for
+# a learner who knows Python, stated so that an instructor can adjust it; not a measurement.
+WORDS_PER_MINUTE = 100
+CODE_LINES_PER_MINUTE = 15
+MINUTES_PER_EXERCISE = 20
+
+
+def learner_estimate(path: Path) -> tuple[int, int]:
+    """Estimated learner minutes for a lesson: (reading and running, exercises), to 5 minutes."""
+    nb = nbformat.read(path, as_version=4)
+    words = sum(len(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+    code_lines = sum(len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code")
+    exercises = sum(
+        1 for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("### Exercise")
+    )
+    reading = words / WORDS_PER_MINUTE + code_lines / CODE_LINES_PER_MINUTE
+    return 5 * max(1, round(reading / 5)), MINUTES_PER_EXERCISE * exercises
+
+
 def write_timings_page(seconds: dict[str, float]) -> None:
+    """Machine minutes (measured) beside learner minutes (estimated), one row per lesson."""
     recorded = json.loads(TIMINGS_JSON.read_text()) if TIMINGS_JSON.exists() else {}
     recorded.update(seconds)
     rows = [
-        "| notebook | title | minutes (measured) |",
-        "|---|---|---|",
+        "| lesson | machine minutes (measured) | learner: reading and running (estimate) "
+        "| learner: exercises (estimate) |",
+        "|---|---|---|---|",
     ]
-    for key in sorted(recorded):
-        path = ROOT / key
-        if path.exists():
-            rows.append(f"| `{key}` | {notebook_title(path)} | {recorded[key] / 60:.1f} |")
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        key = f"notebooks/{path.name}"
+        machine = f"{recorded[key] / 60:.1f}" if key in recorded else "not measured yet"
+        reading, exercises = learner_estimate(path)
+        rows.append(f"| {notebook_title(path)} | {machine} | {reading} min | {exercises} min |")
     note = (
-        "Measured by `make book` on this build's machine "
-        "(executing each notebook at its default parameters, kernel start included)."
+        "Machine minutes: executing the lesson at its default parameters on a 2-core CPU, kernel "
+        "start included, as recorded in `bench/results/lesson_timings.json` by `make notebooks` "
+        "or `make book`. Learner minutes are an **estimate**, not a measurement: the lesson's "
+        f"prose at {WORDS_PER_MINUTE} words a minute, its code at {CODE_LINES_PER_MINUTE} lines a "
+        f"minute, and {MINUTES_PER_EXERCISE} minutes per exercise, counted from the notebook by "
+        "`scripts/build_book.py`."
     )
     (BOOK / "timings.md").write_text(note + "\n\n" + "\n".join(rows) + "\n")
 
 
-def main() -> int:
+def render(book: Path) -> int:
+    """Run ``jupyter-book build`` on ``book`` with warnings as errors; returns its exit status."""
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    command = [str(jupyter_book), "build", str(book), "--all", "--warningiserror", "--keep-going"]
+    print("rendering:", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+def build_page(notebook: Path, dest: Path) -> Path:
+    """Render one notebook as a one-lesson book under ``dest`` (for the browser test).
+
+    Uses the course book's own configuration and preparation of notebooks, so what passes here
+    is what ``make book`` publishes. Returns the lesson page's HTML file.
+    """
+    (dest / "lessons").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BOOK / "_config.yml", dest / "_config.yml")
+    shutil.copytree(BOOK / "_static", dest / "_static", dirs_exist_ok=True)
+    (dest / "intro.md").write_text("# One lesson\n\nA one-page build of the course book.\n")
+    nb = for_the_book(nbformat.read(notebook, as_version=4))
+    nbformat.write(nb, dest / "lessons" / notebook.name)
+    toc = ["format: jb-book", "root: intro", "chapters:", f"  - file: lessons/{notebook.stem}"]
+    (dest / "_toc.yml").write_text("\n".join(toc) + "\n")
+    if render(dest) != 0:
+        raise RuntimeError(f"jupyter-book could not render {notebook.name} (see the log above)")
+    return dest / "_build" / "html" / "lessons" / f"{notebook.stem}.html"
+
+
+# --- headless Chromium: used by tests/unit/test_book_render.py and `--page ... --screenshot` ---
+
+BROWSER_HINT = "install Debian's Chromium: apt-get install chromium"
+
+# Injected into a copy of a page: once MathJax has typeset (or failed), it writes what the
+# browser saw into <pre id="minillm-probe"> as JSON, which `chromium --dump-dom` then prints.
+PROBE_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  function report() {
+    var broken = Array.from(document.images)
+      .filter(function (img) { return !(img.complete && img.naturalWidth > 0); })
+      .map(function (img) { return img.getAttribute("src"); });
+    var formulas = Array.from(document.querySelectorAll(".math"));
+    var text = document.body.cloneNode(true);
+    text.querySelectorAll("pre, code, script, style").forEach(function (el) { el.remove(); });
+    var raw = (text.textContent.match(/\\\\[(\\[]/g) || []).length;
+    var out = document.createElement("pre");
+    out.id = "minillm-probe";
+    out.textContent = JSON.stringify({
+      mathjax: typeof MathJax === "object" && !!MathJax.startup,
+      formulas: formulas.length,
+      typeset: formulas.filter(function (f) { return f.querySelector("mjx-container"); }).length,
+      raw_delimiters: raw,
+      images: document.images.length,
+      broken_images: broken
+    });
+    document.body.appendChild(out);
+  }
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(report, report);
+  } else {
+    report();
+  }
+});
+</script>"""
+
+# Injected into a copy for a screenshot: drop the sections before the first formula, so the
+# picture starts where the maths is.
+FIRST_MATH_SCRIPT = """<script>
+document.addEventListener("DOMContentLoaded", function () {
+  var math = document.querySelector(".math");
+  var section = math && math.closest("article section section");
+  while (section && section.previousElementSibling) { section.previousElementSibling.remove(); }
+});
+</script>"""
+
+
+def chromium() -> str | None:
+    """The Chromium executable (Debian's ``chromium``), or None when it is not installed."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _page_copy(html: Path, script: str, suffix: str) -> Path:
+    """A sibling copy of ``html`` with ``script`` injected before ``</body>`` (same assets)."""
+    copy = html.with_name(f"{html.stem}.{suffix}.html")
+    copy.write_text(html.read_text().replace("</body>", script + "\n</body>", 1))
+    return copy
+
+
+def _run_chromium(url: str, *extra: str, budget_ms: int = 10_000) -> str:
+    executable = chromium()
+    if executable is None:
+        raise FileNotFoundError(f"chromium is not installed; {BROWSER_HINT}")
+    with tempfile.TemporaryDirectory(prefix="minillm-chromium-") as profile:
+        command = [
+            executable,
+            "--headless",
+            "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *extra,
+            url,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium exited with {result.returncode}: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def browser_probe(html: Path) -> dict:
+    """Open ``html`` in headless Chromium and report formulas typeset and images loaded."""
+    page = _page_copy(html, PROBE_SCRIPT, "probe")
+    dom = _run_chromium(page.as_uri(), "--dump-dom")
+    match = re.search(r'<pre id="minillm-probe"[^>]*>(.*?)</pre>', dom, re.DOTALL)
+    if match is None:
+        raise RuntimeError(f"the probe wrote nothing into {page.name}; the page did not load")
+    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def screenshot(html: Path, png: Path, width: int = 1100, height: int = 1400) -> Path:
+    """Save a headless-Chromium screenshot of ``html``, starting at its first formula."""
+    page = _page_copy(html, FIRST_MATH_SCRIPT, "shot")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    _run_chromium(
+        page.as_uri(),
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
+        f"--screenshot={png.resolve()}",
+    )
+    return png
+
+
+def one_page(notebook: Path, png: Path | None) -> int:
+    """``--page``: a one-lesson book from the stored outputs, and optionally a screenshot."""
+    if not notebook.exists():
+        print(f"no notebook {notebook}", file=sys.stderr)
+        return 2
+    dest = Path(tempfile.mkdtemp(prefix="minillm-page-"))
+    html = build_page(notebook.resolve(), dest)
+    print(f"rendered {notebook} -> {html}")
+    if png is not None:
+        print(f"screenshot -> {screenshot(html, png)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--no-execute", action="store_true", help="render the stored outputs instead of executing"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--instructor",
+        action="store_true",
+        help="include the instructor guide and the solutions (the learner book leaves them out)",
+    )
+    parser.add_argument(
+        "--page",
+        type=Path,
+        help="render only this notebook (stored outputs) as a one-lesson book in a temporary "
+        "folder, and print its HTML file",
+    )
+    parser.add_argument(
+        "--screenshot", type=Path, help="with --page: save a headless-Chromium screenshot here"
+    )
+    args = parser.parse_args(argv)
+    if args.page is not None:
+        return one_page(args.page, args.screenshot)
     execute = not args.no_execute
     try:
         seconds = collect("notebooks", BOOK / "lessons", execute)
-        seconds |= collect("solutions", BOOK / "solutions", execute)
+        if args.instructor:
+            seconds |= collect("solutions", BOOK / "solutions", execute)
+        elif (BOOK / "solutions").exists():
+            shutil.rmtree(BOOK / "solutions")  # left by an earlier instructor build
     except NotebookError as err:
         print(f"\nBOOK BUILD FAILED: {err}", file=sys.stderr)
         return 1
     if seconds:
         record_timings(TIMINGS_JSON, seconds)
-    write_toc()
+    write_toc(args.instructor)
     write_api_page()
     write_timings_page(seconds)
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book), "build", str(BOOK), "--all", "--warningiserror", "--keep-going"]
-    print("rendering:", " ".join(command), flush=True)
-    result = subprocess.run(command, cwd=ROOT)
-    if result.returncode != 0:
+    status = render(BOOK)
+    if status != 0:
         print(
             "\nBOOK BUILD FAILED: Sphinx reported warnings or errors (see above)", file=sys.stderr
         )
-        return result.returncode
+        return status
     index = BOOK / "_build" / "html" / "index.html"
-    print(f"\nThe book is ready: {index}\nOpen it with: python -m webbrowser file://{index}")
+    kind = "instructor book (with the guide and solutions)" if args.instructor else "learner book"
+    print(f"\nThe {kind} is ready: {index}\nOpen it with: python -m webbrowser file://{index}")
     return 0
 
 
