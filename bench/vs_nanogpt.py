@@ -71,13 +71,13 @@ class InputError(Exception):
     """A missing or wrong argument; reported as one line, exit status 2."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Arguments
-# ---------------------------------------------------------------------------------------------
+# --- Arguments -------------------------------------------------------------------------------
 
 
-def check_nanogpt(path: Path) -> None:
+def check_nanogpt(path: Path | None) -> None:
     """Raise :class:`InputError` unless ``path`` is a nanoGPT checkout with the files we run."""
+    if path is None:
+        raise InputError("--nanogpt PATH is required: a checkout of karpathy/nanoGPT")
     if not path.is_dir():
         raise InputError(f"--nanogpt {path}: no such folder (give a checkout of karpathy/nanoGPT)")
     missing = [name for name in NANOGPT_FILES if not (path / name).is_file()]
@@ -87,8 +87,10 @@ def check_nanogpt(path: Path) -> None:
         )
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path | None) -> str:
     """The tiny-shakespeare text; :class:`InputError` when missing, empty or not ASCII."""
+    if path is None:
+        raise InputError("--text PATH is required: tiny-shakespeare's input.txt")
     if not path.is_file():
         raise InputError(f"--text {path}: no such file (give tiny-shakespeare's input.txt)")
     data = path.read_bytes()
@@ -127,8 +129,9 @@ def parse_assignments(items: Sequence[str] | None, option: str) -> dict[str, Any
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nanogpt", type=Path, required=True, help="a karpathy/nanoGPT checkout")
-    parser.add_argument("--text", type=Path, required=True, help="tiny-shakespeare's input.txt")
+    # required, but checked in main() so that a missing one is reported in one line, like the rest
+    parser.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout (required)")
+    parser.add_argument("--text", type=Path, help="tiny-shakespeare's input.txt (required)")
     parser.add_argument(
         "--budget", type=float, help="minillm's seconds (default: nanoGPT's measured wall time)"
     )
@@ -156,9 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------------------------------
-# Scoring (both models, one definition)
-# ---------------------------------------------------------------------------------------------
+# --- Scoring (both models, one definition) ---------------------------------------------------
 
 
 @torch.no_grad()
@@ -182,7 +183,7 @@ def stream_nll(
     groups += [row[None] for row in rows if len(row) < block + 1]  # the ragged last window
     total, counted = 0.0, 0
     for group in groups:
-        x, y = group[:, :-1], group[:, 1:]
+        x, y = group[:, :-1].contiguous(), group[:, 1:].contiguous()  # nanoGPT calls .view
         logits = logits_of(x, y).float()
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         counted += y.numel()
@@ -199,9 +200,7 @@ def score(total_nats: float, counted: int, n_bytes: int) -> dict[str, float | in
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# nanoGPT, run as an external program
-# ---------------------------------------------------------------------------------------------
+# --- nanoGPT, run as an external program -----------------------------------------------------
 
 
 def nanogpt_command(iters: int | None) -> list[str]:
@@ -341,9 +340,7 @@ def score_nanogpt_checkpoint(copy: Path, n_val_bytes: int) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# minillm, in this process
-# ---------------------------------------------------------------------------------------------
+# --- minillm, in this process ----------------------------------------------------------------
 
 
 def lesson_recipe() -> tuple[str, dict[str, Any]]:
@@ -484,9 +481,7 @@ def run_minillm(text: str, budget: float, args, work: Path) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
+# --- Report ----------------------------------------------------------------------------------
 
 
 def ratios(nano: dict[str, Any], mini: dict[str, Any]) -> dict[str, float | None]:
@@ -504,6 +499,7 @@ def ratios(nano: dict[str, Any], mini: dict[str, Any]) -> dict[str, float | None
 def print_table(nano: dict[str, Any], mini: dict[str, Any], ratio: dict[str, Any]) -> None:
     full = nano.get("full_val") or {}
     params = full.get("params") or (nano["params_printed_millions"] or 0) * 1e6
+    mini_val = mini["val"]
 
     def fmt(value: Any, spec: str) -> str:
         return "—" if value is None else format(value, spec)
@@ -511,18 +507,8 @@ def print_table(nano: dict[str, Any], mini: dict[str, Any], ratio: dict[str, Any
     rows = [
         ("seconds", nano["seconds"], mini["seconds"], ".1f"),
         ("val bits/byte, nanoGPT's estimate", nano["best_val_bits_per_byte_estimate"], None, ".4f"),
-        (
-            "val bits/byte, whole val text",
-            full.get("bits_per_byte"),
-            mini["val"]["bits_per_byte"],
-            ".4f",
-        ),
-        (
-            "val nats/char, whole val text",
-            full.get("nats_per_char"),
-            mini["val"]["nats_per_char"],
-            ".4f",
-        ),
+        ("val bits/byte, whole text", full.get("bits_per_byte"), mini_val["bits_per_byte"], ".4f"),
+        ("val nats/char, whole text", full.get("nats_per_char"), mini_val["nats_per_char"], ".4f"),
         ("parameters", params, mini["params"], ",.0f"),
         ("optimizer steps", nano["steps"], mini["steps"], ",d"),
         ("tokens seen", nano["chars_seen"], mini["tokens_seen"], ",d"),
@@ -536,6 +522,11 @@ def print_table(nano: dict[str, Any], mini: dict[str, Any], ratio: dict[str, Any
         f"minillm whole-val bits/byte over nanoGPT's own estimate: "
         f"{ratio['bpb_minillm_over_nanogpt_estimate']:.3f}"
     )
+    if mini["over_budget"]:
+        print(
+            f"warning: minillm took {mini['seconds']:.1f} s, over its {mini['budget_seconds']} s "
+            "budget by more than 5% (a busy machine, or a budget shorter than its set-up)"
+        )
 
 
 NOTES = [

@@ -54,6 +54,13 @@ def test_missing_checkout(vs, capsys, tmp_path, text):
     assert "--nanogpt" in err and "no such folder" in err, err
 
 
+def test_arguments_not_given(vs, capsys, checkout, text):
+    err = one_line_error(vs, capsys, ["--text", text])
+    assert "--nanogpt PATH is required" in err, err
+    err = one_line_error(vs, capsys, ["--nanogpt", checkout])
+    assert "--text PATH is required" in err, err
+
+
 def test_folder_that_is_not_nanogpt(vs, capsys, checkout, text):
     (checkout / "model.py").unlink()
     (checkout / "data/shakespeare_char/prepare.py").unlink()
