@@ -143,6 +143,7 @@ RIGHT_CURVE = {
 }
 
 
+@pytest.mark.slow  # each run fits about 18 bigrams on the course data: a few seconds each
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
@@ -157,6 +158,7 @@ def test_09_smoothing_experiment_wrong_answers_fail(change, fragment):
     assert_says_expected_and_got(check_fails(L09, 3, wrong), fragment)
 
 
+@pytest.mark.slow
 def test_09_the_right_smoothing_curve_passes_the_check():
     with pytest.raises(AssertionError, match="the check passed on the wrong code"):
         check_fails(L09, 3, CURVE.format(**RIGHT_CURVE))
