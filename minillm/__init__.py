@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "course_model": "minillm.course",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
+    "UnigramModel": "minillm.baselines",
+    "BigramModel": "minillm.baselines",
+    "baseline_report": "minillm.baselines",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
