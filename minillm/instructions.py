@@ -326,7 +326,11 @@ def _wrong_answer(
             for a in answers
             if a != example.answer
         ]
-    return rng.choice(candidates)
+    if example.task == "play" and not candidates:
+        candidates = [title for title in GENRES if title != example.answer]
+    if not candidates:
+        raise ValueError(f"no wrong answer for a {example.task!r} example of {example.play}")
+    return rng.choice(sorted(set(candidates)))
 
 
 def preference_pairs(examples: Sequence[Example], seed: int = 0) -> list[PreferencePair]:
