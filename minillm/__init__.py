@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "course_model": "minillm.train",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
+    "LoRALinear": "minillm.lora",
+    "apply_lora": "minillm.lora",
+    "merge_lora": "minillm.lora",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
