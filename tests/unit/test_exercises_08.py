@@ -10,15 +10,15 @@ pytest.importorskip("peft")
 NOTEBOOK = "solutions/08_fine_tuning_solutions.ipynb"
 
 # DoRA with the norm taken over the wrong axis (per input column instead of per output row).
-WRONG_DORA = '''
+WRONG_DORA = """
 def dora_forward(x, weight, bias, A, B, magnitude, scaling):
     V = weight + scaling * (B @ A)
     direction = V / V.norm(dim=0, keepdim=True)
     return x @ (magnitude[:, None] * direction).T + bias
-'''
+"""
 
 # The sweep that forgets to train: it reports the loss of the untouched adapters.
-UNTRAINED_SWEEP = '''
+UNTRAINED_SWEEP = """
 def rank_sweep(ranks, n_steps):
     losses = {}
     for r in ranks:
@@ -27,7 +27,7 @@ def rank_sweep(ranks, n_steps):
         with torch.no_grad():
             losses[r] = float(ft.masked_cross_entropy(model(eval_ids)[0], eval_targets))
     return losses
-'''
+"""
 
 
 @pytest.mark.slow
