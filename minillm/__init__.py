@@ -27,6 +27,9 @@ _LAZY: dict[str, str] = {
     "UnigramModel": "minillm.baselines",
     "BigramModel": "minillm.baselines",
     "baseline_report": "minillm.baselines",
+    "LoRALinear": "minillm.lora",
+    "apply_lora": "minillm.lora",
+    "merge_lora": "minillm.lora",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
