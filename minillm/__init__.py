@@ -24,6 +24,10 @@ _LAZY: dict[str, str] = {
     "course_model": "minillm.train",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
+    "SamplingParams": "minillm.generate",
+    "generate_batch": "minillm.engine",
+    "ContinuousBatcher": "minillm.engine",
+    "create_app": "minillm.serve",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]

@@ -8,9 +8,7 @@ Taught in lesson 11 (inference and serving). The pieces, in the order the lesson
   Hugging Face's order (penalties first, then temperature, top-k, top-p, min-p).
 * :func:`generate`: the KV-cached loop behind :meth:`minillm.model.GPT.generate` (and a
   ``use_cache=False`` recompute baseline that gives the same tokens).
-* :func:`generate_batch`: ragged prompts in one batch, left padding and an attention mask, through
-  :class:`SlotKVCache`, a cache with one row ("slot") per sequence and its own length per slot;
-  the continuous-batching engine (:mod:`minillm.engine`) reuses it.
+* Ragged batches and continuous batching live in :mod:`minillm.engine`.
 * :class:`TextStream` and :func:`stream_text`: text pieces that never split a UTF-8 character and
   that stop at stop strings.
 """
@@ -38,9 +36,6 @@ __all__ = [
     "apply_processors",
     "choose_next",
     "generate",
-    "generate_batch",
-    "SlotKVCache",
-    "forward_slots",
     "TextStream",
     "stream_text",
 ]
@@ -254,7 +249,11 @@ def choose_next(
 
 
 def _check_generate_args(max_new_tokens: Any, temperature: Any, top_k: Any) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     if not isinstance(temperature, (int, float)) or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
@@ -358,235 +357,6 @@ def _recompute_steps(model: Any, context: torch.Tensor) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# A KV cache with one slot per sequence: ragged batches and continuous batching
-# ---------------------------------------------------------------------------------------------
-
-
-class SlotKVCache:
-    """Keys and values for ``n_slots`` independent sequences, each with its own length.
-
-    ``keys``/``values`` are (n_layer, n_slots, kv_heads, max_len, head_dim). Slot ``s`` has
-    filled columns ``0..lengths[s]-1``; ``valid[s, c]`` is False for padding columns, which no
-    query may attend to. ``positions[s]`` counts the real (non-padding) tokens: the position of
-    the slot's next token.
-    """
-
-    def __init__(self, model: Any, n_slots: int, max_len: int | None = None) -> None:
-        config = model.config
-        max_len = config.block_size if max_len is None else max_len
-        if isinstance(n_slots, bool) or not isinstance(n_slots, int) or n_slots < 1:
-            raise ValueError(f"n_slots must be a positive int, got {n_slots!r}")
-        if not 0 < max_len <= config.block_size:
-            raise ValueError(f"max_len must be in 1..block_size ({config.block_size}), got {max_len}")
-        weight = model.transformer.wte.weight
-        shape = (config.n_layer, n_slots, config.num_kv_heads, max_len, config.head_dim)
-        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.values = torch.zeros_like(self.keys)
-        self.valid = torch.zeros(n_slots, max_len, dtype=torch.bool, device=weight.device)
-        self.lengths = [0] * n_slots
-        self.positions = [0] * n_slots
-
-    @property
-    def n_slots(self) -> int:
-        return self.keys.shape[1]
-
-    @property
-    def max_len(self) -> int:
-        return self.keys.shape[3]
-
-    def free(self, slot: int) -> None:
-        """Empty one slot so that a new sequence can use it."""
-        self.lengths[slot] = 0
-        self.positions[slot] = 0
-        self.valid[slot] = False
-
-    def nbytes(self) -> int:
-        """Bytes held by keys and values."""
-        return 2 * self.keys.numel() * self.keys.element_size()
-
-
-def _rows_tensor(rows: Sequence[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(list(rows), dtype=torch.long, device=device)
-
-
-@torch.no_grad()
-def forward_slots(
-    model: Any,
-    ids: torch.Tensor,
-    cache: SlotKVCache,
-    slots: Sequence[int],
-    token_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Run new tokens ``ids`` (B, T) of the sequences in ``slots``; logits (B, V) of the last ones.
-
-    Row ``b`` continues slot ``slots[b]``: its keys and values are written after that slot's
-    filled columns, and its queries see that slot's valid columns up to their own. With T > 1
-    every slot must hold the same number of columns (a prefill); decoding steps (T = 1) may mix
-    slots of any length. ``token_mask`` (B, T) marks real tokens (False: left padding).
-    """
-    B, T = ids.shape
-    device = ids.device
-    starts = [cache.lengths[s] for s in slots]
-    if T > 1 and len(set(starts)) > 1:
-        raise ValueError(f"a multi-token step needs slots of equal length, got lengths {starts}")
-    if max(starts) + T > cache.max_len:
-        raise ValueError(f"slots {list(slots)} would exceed the cache's {cache.max_len} columns")
-    mask = torch.ones(B, T, dtype=torch.bool, device=device) if token_mask is None else token_mask
-    rows = _rows_tensor(slots, device)
-    start_t = torch.tensor(starts, device=device)
-    cols = start_t[:, None] + torch.arange(T, device=device)  # (B, T) cache column of each token
-    base = torch.tensor([cache.positions[s] for s in slots], device=device)
-    positions = (base[:, None] + mask.long().cumsum(dim=1) - 1).clamp(min=0)  # pads: copies
-    cache.valid[rows[:, None], cols] = mask
-    width = max(starts) + T
-    # Query t of row b sees valid columns c <= its own column; it always sees itself, so a
-    # padding query has one key and a finite softmax (its output is never used).
-    key_cols = torch.arange(width, device=device)
-    attend = (key_cols[None, None, :] <= cols[:, :, None]) & cache.valid[rows, None, :width]
-    attend |= key_cols[None, None, :] == cols[:, :, None]
-    hidden = _embed(model, ids, positions)
-    rope = _rope_for(model, positions)
-    for layer, block in enumerate(model.transformer.h):
-        hidden = _block_step(block, hidden, rope, cache, layer, rows, cols, attend[:, None], width)
-    for b, s in enumerate(slots):
-        cache.lengths[s] = starts[b] + T
-        cache.positions[s] += int(mask[b].sum())
-    return model.lm_head(model.transformer.ln_f(hidden[:, -1]))
-
-
-def _embed(model: Any, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    x = model.transformer.wte(ids)
-    if model.config.pos_emb == "learned":
-        x = x + model.transformer.wpe(positions)
-    return x
-
-
-def _rope_for(model: Any, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if model.config.pos_emb != "rope":
-        return None
-    return model.rope_cos[positions][:, None], model.rope_sin[positions][:, None]  # (B,1,T,hd)
-
-
-def _block_step(
-    block: Any,
-    x: torch.Tensor,
-    rope: tuple[torch.Tensor, torch.Tensor] | None,
-    cache: SlotKVCache,
-    layer: int,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    attend: torch.Tensor,
-    width: int,
-) -> torch.Tensor:
-    """One transformer block over new tokens, reading and writing the slot cache."""
-    from minillm.model import apply_rope
-
-    attn = block.attn
-    B, T, _ = x.shape
-    q_width, kv_width = attn.n_head * attn.head_dim, attn.n_kv_head * attn.head_dim
-    q, k, v = attn.c_attn(block.ln_1(x)).split([q_width, kv_width, kv_width], dim=-1)
-    q = q.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-    k = k.view(B, T, attn.n_kv_head, attn.head_dim)  # (B, T, nkv, hd): the cache's write layout
-    v = v.view(B, T, attn.n_kv_head, attn.head_dim)
-    if rope is not None:
-        q = apply_rope(q, *rope)
-        k = apply_rope(k.transpose(1, 2), *rope).transpose(1, 2)
-    keys, values = cache.keys[layer], cache.values[layer]  # (slots, nkv, max_len, hd)
-    keys[rows[:, None], :, cols] = k.to(keys.dtype)
-    values[rows[:, None], :, cols] = v.to(values.dtype)
-    k_all, v_all = keys[rows, :, :width], values[rows, :, :width]  # (B, nkv, width, hd)
-    y = F.scaled_dot_product_attention(
-        q, k_all, v_all, attn_mask=attend, enable_gqa=attn.n_kv_head != attn.n_head
-    )
-    x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, q_width))
-    return x + block.mlp(block.ln_2(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# generate_batch: ragged prompts, left padding, an attention mask
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_prompts(prompts: Any, vocab_size: int) -> list[list[int]]:
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError("prompts must be a non-empty list of token-id lists")
-    checked = []
-    for i, prompt in enumerate(prompts):
-        prompt = list(prompt)
-        if not prompt:
-            raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
-        bad = [t for t in prompt if isinstance(t, bool) or not isinstance(t, int)]
-        bad += [t for t in prompt if isinstance(t, int) and not 0 <= t < vocab_size]
-        if bad:
-            raise ValueError(f"prompt {i} has id {bad[0]!r}; ids must be ints in 0..{vocab_size - 1}")
-        checked.append(prompt)
-    return checked
-
-
-@torch.no_grad()
-def generate_batch(
-    model: Any,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    params: SamplingParams | None = None,
-    *,
-    eos_id: int | None = None,
-) -> list[list[int]]:
-    """Continue prompts of different lengths in one batch; returns each row's new tokens.
-
-    The prompts are left-padded to the longest, so that every row's next token sits in the last
-    column; the padding is masked out of attention and does not count as a position, so each row
-    gets exactly the tokens it would get alone. A row that emits ``eos_id`` stops (its token is
-    kept) while the others go on.
-
-    Raises:
-        ValueError: empty or out-of-vocabulary prompts, or prompt + new tokens longer than the
-            context.
-    """
-    params = params or SamplingParams(temperature=0.0)
-    prompts = _check_prompts(prompts, model.config.vocab_size)
-    longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > model.config.block_size:
-        raise ValueError(
-            f"the longest prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the "
-            f"context length block_size={model.config.block_size}"
-        )
-    device = model.transformer.wte.weight.device
-    B = len(prompts)
-    ids = torch.zeros(B, longest, dtype=torch.long, device=device)
-    mask = torch.zeros(B, longest, dtype=torch.bool, device=device)
-    for b, prompt in enumerate(prompts):
-        ids[b, longest - len(prompt) :] = torch.tensor(prompt, device=device)
-        mask[b, longest - len(prompt) :] = True
-    cache = SlotKVCache(model, B, longest + max_new_tokens)
-    processors = make_processors(params)
-    generator = params.generator(device)
-    history = ids.masked_fill(~mask, -1)
-    slots = list(range(B))
-    out: list[list[int]] = [[] for _ in prompts]
-    done = [False] * B
-    was_training = model.training
-    model.eval()
-    try:
-        logits = forward_slots(model, ids, cache, slots, mask)
-        for step in range(max_new_tokens):
-            next_id = choose_next(
-                apply_processors(processors, history, logits), params.greedy, generator
-            )
-            for b in range(B):
-                if not done[b]:
-                    out[b].append(int(next_id[b]))
-                    done[b] = eos_id is not None and out[b][-1] == eos_id
-            if all(done) or step == max_new_tokens - 1:
-                break
-            history = torch.cat([history, next_id], dim=1)
-            logits = forward_slots(model, next_id, cache, slots)
-    finally:
-        model.train(was_training)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Text: UTF-8-safe pieces and stop strings
 # ---------------------------------------------------------------------------------------------
 
@@ -665,7 +435,9 @@ def stream_text(
     history = torch.tensor([ids], device=device)
     logits = model._next_logits(history, cache)
     for _ in range(min(params.max_tokens, block - len(ids))):
-        next_id = choose_next(apply_processors(processors, history, logits), params.greedy, generator)
+        next_id = choose_next(
+            apply_processors(processors, history, logits), params.greedy, generator
+        )
         piece = stream.push(int(next_id))
         if piece:
             yield piece

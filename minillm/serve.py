@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -67,7 +68,9 @@ class _Histogram:
 
     def lines(self, name: str) -> list[str]:
         out = [f"# TYPE {name} histogram"]
-        out += [f'{name}_bucket{{le="{e}"}} {c}' for e, c in zip(self.buckets, self.counts, strict=True)]
+        out += [
+            f'{name}_bucket{{le="{e}"}} {c}' for e, c in zip(self.buckets, self.counts, strict=True)
+        ]
         out += [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total}"]
         return out + [f"{name}_count {self.count}"]
 
@@ -114,7 +117,10 @@ class Metrics:
             lines += self.latency.lines("minillm_request_latency_seconds")
             lines += self.ttft.lines("minillm_time_to_first_token_seconds")
             lines += self.batch.lines("minillm_batch_size")
-            lines += ["# TYPE minillm_queue_depth gauge", f"minillm_queue_depth {batcher.queue_depth}"]
+            lines += [
+                "# TYPE minillm_queue_depth gauge",
+                f"minillm_queue_depth {batcher.queue_depth}",
+            ]
             lines += ["# TYPE minillm_running gauge", f"minillm_running {len(batcher.running)}"]
         return "\n".join(lines) + "\n"
 
@@ -149,10 +155,8 @@ class _Choices:
             )
 
     def _put(self, event: tuple) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutting down)
             self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-        except RuntimeError:  # the event loop is gone (server shutting down)
-            pass
 
     def _on_token(self, index: int, stream: TextStream, eos: int | None) -> Any:
         def on_token(request: Request, token: int) -> bool:
@@ -296,7 +300,9 @@ async def _sse(choices: _Choices, parsed: ParsedRequest, meta: dict) -> AsyncIte
     obj = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(choice_list: list[dict], **extra: Any) -> str:
-        return "data: " + json.dumps({**meta, "object": obj, "choices": choice_list, **extra}) + "\n\n"
+        return (
+            "data: " + json.dumps({**meta, "object": obj, "choices": choice_list, **extra}) + "\n\n"
+        )
 
     try:
         if chat:  # the first delta of each choice names the role
@@ -371,7 +377,9 @@ def create_app(
         async for part in request.stream():
             raw += part
             if len(raw) > max_body_bytes:
-                raise APIError(413, f"the body is over {max_body_bytes} bytes", code="body_too_large")
+                raise APIError(
+                    413, f"the body is over {max_body_bytes} bytes", code="body_too_large"
+                )
         return raw
 
     # Routes carry no return annotation: FastAPI would take it for a response model.
@@ -385,7 +393,12 @@ def create_app(
 
     @app.get("/v1/models")
     async def models():
-        card = {"id": model_name, "object": "model", "created": server.created, "owned_by": "minillm"}
+        card = {
+            "id": model_name,
+            "object": "model",
+            "created": server.created,
+            "owned_by": "minillm",
+        }
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
@@ -426,7 +439,9 @@ class ServerThread:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
         self.host, self.port = host, self.socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True

@@ -98,7 +98,9 @@ def _boolean(body: dict, name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise _bad(f"{name} must be true or false, got {type(value).__name__}", name, "invalid_type")
+        raise _bad(
+            f"{name} must be true or false, got {type(value).__name__}", name, "invalid_type"
+        )
     return value
 
 
@@ -112,7 +114,9 @@ def _stop(body: dict) -> list[str]:
         or not all(isinstance(s, str) and s for s in stops)
         or len(stops) > MAX_STOP
     ):
-        raise _bad(f"stop must be a string or a list of at most {MAX_STOP} non-empty strings", "stop")
+        raise _bad(
+            f"stop must be a string or a list of at most {MAX_STOP} non-empty strings", "stop"
+        )
     return list(stops)
 
 
@@ -135,7 +139,9 @@ def _messages(body: dict) -> list[dict[str, str]]:
         if role not in ("system", "user", "assistant", "developer"):
             raise _bad(f"{param}.role must be system, user, assistant or developer", param)
         if isinstance(content, list):  # content parts: keep the text ones
-            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            texts = [
+                p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            ]
             if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
                 raise _bad(f"{param}.content parts must all be text parts", param, "invalid_type")
             content = "".join(texts)
@@ -150,7 +156,9 @@ def _prompt_text(body: dict) -> str:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]  # one prompt in a list; several prompts per request are not supported
     if not isinstance(prompt, str):
-        raise _bad("prompt must be a string (or a list holding one string)", "prompt", "invalid_type")
+        raise _bad(
+            "prompt must be a string (or a list holding one string)", "prompt", "invalid_type"
+        )
     return prompt
 
 
@@ -197,7 +205,9 @@ def parse_request(
     max_tokens = _integer(body, "max_tokens", 1)
     if chat and max_tokens is None:
         max_tokens = _integer(body, "max_completion_tokens", 1)
-    param = "max_tokens" if body.get("max_tokens") is not None or not chat else "max_completion_tokens"
+    param = (
+        "max_tokens" if body.get("max_tokens") is not None or not chat else "max_completion_tokens"
+    )
     if max_tokens is None:
         max_tokens = room if chat else min(16, room)
     if len(ids) + max_tokens > block_size:

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minillm.engine import generate_batch
 from minillm.generate import (
     MinP,
     RepetitionPenalty,
@@ -17,7 +18,6 @@ from minillm.generate import (
     TopP,
     apply_processors,
     generate,
-    generate_batch,
     make_processors,
 )
 from minillm.model import GPT, GPTConfig

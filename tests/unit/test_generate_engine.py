@@ -22,11 +22,15 @@ def alone(model: GPT, prompt: list[int], n: int) -> list[int]:
     return generate(model, torch.tensor([prompt]), n, temperature=0)[0, len(prompt) :].tolist()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"pos_emb": "rope", "n_kv_head": 1}], ids=["gpt2", "rope-mqa"])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"pos_emb": "rope", "n_kv_head": 1}], ids=["gpt2", "rope-mqa"]
+)
 def test_continuous_batching_equals_sequential_greedy(overrides):
     model = tiny(**overrides)
     gen = torch.Generator().manual_seed(2)
-    prompts = [torch.randint(0, 67, (int(n),), generator=gen).tolist() for n in (3, 9, 1, 5, 14, 2, 7)]
+    prompts = [
+        torch.randint(0, 67, (int(n),), generator=gen).tolist() for n in (3, 9, 1, 5, 14, 2, 7)
+    ]
     lengths = [12, 3, 20, 7, 1, 15, 9]
     requests = [
         Request(p, SamplingParams(temperature=0.0, max_tokens=n))

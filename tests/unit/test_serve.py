@@ -132,7 +132,9 @@ def test_seed_repeats_n_differs_and_stop_cuts(client):
     assert len(set(first)) > 1  # each choice has its own seed
     greedy = texts(temperature=0)[0]
     cut = greedy[3:5] if len(greedy) >= 5 else greedy[-1:]
-    stopped = post(client, "/v1/completions", prompt="not", max_tokens=10, temperature=0, stop=[cut])
+    stopped = post(
+        client, "/v1/completions", prompt="not", max_tokens=10, temperature=0, stop=[cut]
+    )
     (choice,) = stopped.json()["choices"]
     assert choice["text"] == greedy.split(cut)[0] and choice["finish_reason"] == "stop"
 
@@ -150,7 +152,12 @@ BAD = [
     ({"model": "gpt-4o", "prompt": "a"}, 404, "model", "model_not_found"),
     ({"prompt": "a"}, 400, "model", "invalid_type"),
     ({"model": "minillm", "prompt": "a", "max_tokens": -1}, 400, "max_tokens", "invalid_value"),
-    ({"model": "minillm", "prompt": "a", "max_tokens": 1000}, 400, "max_tokens", "context_length_exceeded"),
+    (
+        {"model": "minillm", "prompt": "a", "max_tokens": 1000},
+        400,
+        "max_tokens",
+        "context_length_exceeded",
+    ),
     ({"model": "minillm", "prompt": "a", "max_tokens": "5"}, 400, "max_tokens", "invalid_type"),
     ({"model": "minillm", "prompt": "a", "temperature": 2.5}, 400, "temperature", "invalid_value"),
     ({"model": "minillm", "prompt": "a", "temperature": "hot"}, 400, "temperature", "invalid_type"),
@@ -174,17 +181,31 @@ def test_bad_completion_requests(client, body, status, param, code):
 
 @pytest.mark.parametrize(
     ("messages", "param"),
-    [([], "messages"), ("hi", "messages"), ([{"role": "king", "content": "x"}], "messages[0]"),
-     ([{"role": "user", "content": 3}], "messages[0]")],
+    [
+        ([], "messages"),
+        ("hi", "messages"),
+        ([{"role": "king", "content": "x"}], "messages[0]"),
+        ([{"role": "user", "content": 3}], "messages[0]"),
+    ],
 )
 def test_bad_chat_messages(client, messages, param):
     response = post(client, "/v1/chat/completions", messages=messages)
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", "{\"model\": \"minillm\", \"prompt\": \"a\", \"temperature\": NaN}".encode()])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b"",
+        b'{"model": "minillm", "prompt": "a", "temperature": NaN}',
+    ],
+)
 def test_malformed_json_is_400_not_422(client, raw):
-    response = client.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/completions", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -226,7 +247,13 @@ def test_a_burst_of_bad_and_concurrent_requests_leaves_the_server_working(client
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(client):
     server = client.app.state.server
-    body = {"model": "minillm", "prompt": "To", "max_tokens": 60, "temperature": 0.9, "stream": True}
+    body = {
+        "model": "minillm",
+        "prompt": "To",
+        "max_tokens": 60,
+        "temperature": 0.9,
+        "stream": True,
+    }
     with client.stream("POST", "/v1/completions", json=body) as response:
         for line in response.iter_lines():
             if line.startswith("data: {") and '"text": ""' not in line:

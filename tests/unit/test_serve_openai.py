@@ -73,7 +73,9 @@ def test_sampling_options_n_seed_top_p_stop(client):
         result = client.completions.create(model="minillm", prompt="not", max_tokens=10, **extra)
         return [c.text for c in result.choices]
 
-    assert ask(n=2, seed=5, temperature=1.0, top_p=0.9) == ask(n=2, seed=5, temperature=1.0, top_p=0.9)
+    assert ask(n=2, seed=5, temperature=1.0, top_p=0.9) == ask(
+        n=2, seed=5, temperature=1.0, top_p=0.9
+    )
     greedy = ask(temperature=0)[0]
     if len(greedy) > 3:
         assert ask(temperature=0, stop=[greedy[2:4]])[0] == greedy.split(greedy[2:4])[0]
@@ -84,7 +86,11 @@ def test_sampling_options_n_seed_top_p_stop(client):
     [
         (dict(model="nope"), "NotFoundError", "model"),
         (dict(max_tokens=-3), "BadRequestError", "max_tokens"),
-        (dict(temperature=-1), "BadRequestError", "temperature"),  # NaN: test_serve.py (the client cannot send it)
+        (
+            dict(temperature=-1),
+            "BadRequestError",
+            "temperature",
+        ),  # NaN: test_serve.py (the client cannot send it)
         (dict(temperature=2.5), "BadRequestError", "temperature"),
         (dict(max_tokens=10_000), "BadRequestError", "max_tokens"),
         (dict(prompt="a " * 90), "BadRequestError", "prompt"),
