@@ -192,7 +192,8 @@ def parse_request(
             code="model_not_found",
         )
     text = chat_prompt(_messages(body)) if chat else _prompt_text(body)
-    ids = tokenizer.encode(text) or [tokenizer.eot_id]
+    # Special-token strings in a request are plain text: a client must not inject control ids.
+    ids = tokenizer.encode_ordinary(text) or [tokenizer.eot_id]
     room = block_size - len(ids)
     prompt_param = "messages" if chat else "prompt"
     if room < 1:

@@ -139,6 +139,14 @@ def test_seed_repeats_n_differs_and_stop_cuts(client):
     assert choice["text"] == greedy.split(cut)[0] and choice["finish_reason"] == "stop"
 
 
+def test_special_token_text_in_a_prompt_is_plain_text(client, tokenizer):
+    response = post(client, "/v1/completions", prompt="a <|endoftext|> b", max_tokens=2)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == len(
+        tokenizer.encode_ordinary("a <|endoftext|> b")
+    )
+
+
 def test_top_p_zero_is_greedy(client):
     args = dict(prompt="To be", max_tokens=6)
     greedy = post(client, "/v1/completions", temperature=0, **args).json()["choices"][0]["text"]
@@ -263,3 +271,15 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(client):
             break
         threading.Event().wait(0.01)
     assert server.batcher.idle, "the abandoned request still holds a slot"
+
+
+def test_serve_cli_registers_its_flags():
+    import argparse
+
+    from minillm.serve import _serve_cli, add_cli
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--checkpoint", "runs/x", "--port", "9001", "--slots", "2"])
+    assert (args.checkpoint, args.port, args.host, args.slots) == ("runs/x", 9001, "127.0.0.1", 2)
+    assert args.handler is _serve_cli
