@@ -30,6 +30,10 @@ _LAZY: dict[str, str] = {
     "LoRALinear": "minillm.lora",
     "apply_lora": "minillm.lora",
     "merge_lora": "minillm.lora",
+    "SamplingParams": "minillm.generate",
+    "generate_batch": "minillm.engine",
+    "ContinuousBatcher": "minillm.engine",
+    "create_app": "minillm.serve",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]

@@ -625,7 +625,6 @@ class GPT(nn.Module):
         weight = self.transformer.wte.weight
         return KVCache(self.config, batch_size, max_len, device=weight.device, dtype=weight.dtype)
 
-    @torch.no_grad()
     def generate(
         self,
         idx: torch.Tensor,
@@ -633,66 +632,20 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        **sampling: Any,
     ) -> torch.Tensor:
         """Continue each sequence of ``idx`` by ``max_new_tokens`` sampled tokens, with a KV cache.
 
-        The prompt is read once; each new token then costs one step over the cached keys and
-        values. Prompts longer than ``block_size`` keep their last ``block_size`` tokens. When the
-        cache is full, it is refilled from the last ``block_size // 2`` tokens (the window slides
-        by half a block at a time, so refills are rare).
-
-        Args:
-            idx: prompt token ids, (batch, time).
-            max_new_tokens: how many tokens to add.
-            temperature: divides the logits; 0 means greedy (always the most likely token).
-            top_k: sample only among the ``top_k`` most likely tokens.
-            generator: a seeded ``torch.Generator`` makes the sampling repeatable.
+        A thin wrapper around :func:`minillm.generate.generate` (lesson 11), which documents the
+        arguments; ``sampling`` takes its keyword-only ones (``top_p``, ``min_p``,
+        ``repetition_penalty``, ``use_cache``). Temperature 0 is greedy.
 
         Returns:
             The prompt followed by the new tokens, (batch, time + max_new_tokens).
         """
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 0
-        ):
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-        block = self.config.block_size
-        if isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.shape[1] > block:
-            context = idx[:, -block:]
-        else:
-            context = idx
-        self._check_ids(context)
-        if max_new_tokens == 0:
-            return idx
-        was_training = self.training
-        self.eval()
-        try:
-            cache = self.new_kv_cache(idx.shape[0])
-            # Ids were checked above and new ones come from the model: the loop skips the checks
-            # and computes the output layer for the last position only.
-            logits = self._next_logits(context, cache)
-            out = [idx]
-            for step in range(max_new_tokens):
-                next_id = _sample(logits, temperature, top_k, generator)  # (B, 1)
-                out.append(next_id)
-                if step == max_new_tokens - 1:
-                    break
-                if cache.length == cache.max_len:  # full: slide the window by half a block
-                    window = torch.cat(out, dim=1)[:, -max(1, block // 2) :]
-                    cache.reset()
-                    logits = self._next_logits(window, cache)
-                else:
-                    logits = self._next_logits(next_id, cache)
-        finally:
-            self.train(was_training)
-        return torch.cat(out, dim=1)
+        from minillm.generate import generate
+
+        return generate(self, idx, max_new_tokens, temperature, top_k, generator, **sampling)
 
     # ---- weights ------------------------------------------------------------------------------
 
@@ -838,21 +791,6 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
-
-
-def _sample(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One token per row from (B, vocab) logits; temperature 0 is greedy."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------------
