@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "course_model": "minillm.train",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
+    "QuantLinear": "minillm.quantize",
+    "quantize_model": "minillm.quantize",
+    "model_size_bytes": "minillm.quantize",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]

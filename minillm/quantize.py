@@ -228,6 +228,7 @@ def quantize_model(
     per_tensor: bool = False,
     include_embedding: bool = True,
     modules: Sequence[str] | None = None,
+    qmax: float | None = None,
     scale_dtype: torch.dtype = torch.float16,
     pad: bool = False,
     backend: str = "dequantize",
@@ -237,7 +238,8 @@ def quantize_model(
     Args:
         model: a :class:`minillm.model.GPT` (or any module with ``nn.Linear`` layers); it is
             not modified.
-        bits, group_size, scheme, per_tensor, scale_dtype, pad: as :func:`quantize_weight`.
+        bits, group_size, scheme, per_tensor, qmax, scale_dtype, pad: as
+            :func:`minillm.qtensor.quantize_weight`.
         include_embedding: also quantize the token embedding and the output layer (``lm_head``;
             one matrix when they are tied, quantized once and shared).
         modules: quantize only these linear layers (names from :func:`linear_names`); None
@@ -258,7 +260,11 @@ def quantize_model(
     tied = _tied(model)
     out = copy.deepcopy(model)
     options = dict(
-        group_size=group_size, per_tensor=per_tensor, scheme=scheme, scale_dtype=scale_dtype
+        group_size=group_size,
+        per_tensor=per_tensor,
+        scheme=scheme,
+        qmax=qmax,
+        scale_dtype=scale_dtype,
     )
     for name in names:
         if modules is not None and name not in modules:
