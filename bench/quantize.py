@@ -14,7 +14,7 @@
    the weights are read at, against the machine's measured copy bandwidth.
 
     python bench/quantize.py            # full run, writes bench/results/quantize.json
-    python bench/quantize.py --quick    # fewer tokens and repeats, for a smoke test
+    python bench/quantize.py --quick    # fewer tokens and repeats; the JSON says "mode": "quick"
 
 Targets (issue 13): int8 per-channel with the embedding: dbpb <= +0.1%, KL <= 1e-4, top-1 >= 99%,
 bytes <= 0.30x fp32; int4 g32 packed: dbpb <= +0.5%, KL <= 0.01, top-1 >= 87%, bytes <= 0.18x;
@@ -301,7 +301,10 @@ def main() -> None:
         val = val[:4097]
     sweep_ids = val[: 4097 if not args.quick else 1025]
     repeats = 5 if args.quick else 30
-    results: dict = {"machine": machine_info(gguf=version("gguf"), torchao=version("torchao"))}
+    results: dict = {
+        "mode": "quick" if args.quick else "full",
+        "machine": machine_info(gguf=version("gguf"), torchao=version("torchao")),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         results["quality"] = quality(model, tokenizer, val, train, Path(tmp))
     print_quality(results["quality"])
@@ -327,9 +330,8 @@ def main() -> None:
         "int4 kernel faster than F.linear at 4096x4096, batch 1:",
         results["speed_target_int4_faster_than_fp32_4096"],
     )
-    if not args.quick:
-        write_results(RESULTS, results)
-        print(f"\nwrote {RESULTS.relative_to(RESULTS.parents[2])}")
+    write_results(RESULTS, results)
+    print(f"\nwrote {RESULTS.relative_to(RESULTS.parents[2])} ({results['mode']} run)")
 
 
 if __name__ == "__main__":
