@@ -181,6 +181,11 @@ class QuantEmbedding(_QuantStore):
         super().__init__(qweight)
         self.num_embeddings, self.embedding_dim = qweight.shape
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 table, for code that reads ``.weight`` (its dtype, device)."""
+        return self.qweight.dequantize()
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         flat = idx.reshape(-1)
         return self.qweight.dequantize(rows=flat).reshape(*idx.shape, self.embedding_dim)

@@ -258,3 +258,10 @@ def test_only_the_named_layers_are_quantized(gpt):
     assert [n for n, k in kinds.items() if k == "QuantLinear"] == ["transformer.h.1.mlp.c_fc"]
     with pytest.raises(ValueError, match="no linear layers named"):
         quantize_model(gpt, 4, modules=["transformer.h.9.mlp.c_fc"])
+
+
+def test_a_quantized_model_generates_like_its_dequantized_copy(gpt):
+    q = quantize_model(gpt, 4, group_size=32)
+    prompt = torch.tensor([[1, 2, 3]])
+    out = q.generate(prompt, 8, temperature=0)
+    assert torch.equal(out, dequantize(q).generate(prompt, 8, temperature=0))
