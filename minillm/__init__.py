@@ -34,6 +34,9 @@ _LAZY: dict[str, str] = {
     "generate_batch": "minillm.engine",
     "ContinuousBatcher": "minillm.engine",
     "create_app": "minillm.serve",
+    "QuantLinear": "minillm.quantize",
+    "quantize_model": "minillm.quantize",
+    "model_size_bytes": "minillm.quantize",
 }
 
 __all__ = ["__version__", "auto_device", "doctor", "seed_everything", *_LAZY]
