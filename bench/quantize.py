@@ -38,8 +38,9 @@ from common import machine_info, timed, write_results
 
 import minillm
 from minillm import quantize as Q
+from minillm.course import course_data
 from minillm.model import GPT, GPTConfig
-from minillm.train import course_data, load_split
+from minillm.splits import load_split
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantize.json"
 

@@ -500,7 +500,7 @@ def _load_split(data_dir: str | Path, split: str) -> np.ndarray:
     try:  # the loader may live in minillm.data or minillm.train, depending on the version
         from minillm.data import load_split  # type: ignore[attr-defined]
     except ImportError:
-        from minillm.train import load_split
+        from minillm.splits import load_split
     return load_split(data_dir, split)
 
 

@@ -523,7 +523,7 @@ def _group_size_arg(text: str) -> int | None:
 def _quantize_command(args: argparse.Namespace) -> int:
     import shutil
 
-    from minillm.train import TOKENIZER_NAME, load_checkpoint
+    from minillm.checkpoint import TOKENIZER_NAME, load_checkpoint
 
     model = load_checkpoint(args.checkpoint).build_model()
     out = Path(args.out)

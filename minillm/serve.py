@@ -473,7 +473,8 @@ class ServerThread:
 
 
 def _serve_cli(args: argparse.Namespace) -> int:
-    from minillm.train import CHECKPOINT_NAME, TOKENIZER_NAME, course_model, load_checkpoint
+    from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint
+    from minillm.course import course_model
 
     if args.checkpoint is None:
         model, tokenizer = course_model(verbose=True)

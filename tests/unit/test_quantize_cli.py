@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from minillm import quantize
+from minillm.checkpoint import save_checkpoint
 from minillm.model import GPT, GPTConfig
-from minillm.train import save_checkpoint
 
 
 def run(argv):
