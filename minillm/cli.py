@@ -21,7 +21,13 @@ import typing
 from collections.abc import Callable, Sequence
 
 # Modules that contribute subcommands, in the order they appear in ``minillm --help``.
-_STAGE_MODULES: list[str] = ["minillm.prepare", "minillm.train_cli", "minillm.evaluate"]
+_STAGE_MODULES: list[str] = [
+    "minillm.prepare",
+    "minillm.train_cli",
+    "minillm.evaluate",
+    "minillm.quantize",
+    "minillm.serve",
+]
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -140,25 +140,7 @@ def test_solution_belongs_to_a_lesson_and_never_expects_errors(path):
 # rewritten (issue 10). Each is skipped by the hygiene tests below, with this reason, until it is
 # re-executed clean; the lead empties this set. A notebook listed here that already passes makes
 # `test_hygiene_pending_is_still_needed` fail, so the set only shrinks.
-HYGIENE_PENDING = {
-    # lessons (machine paths: 00 cell 5, 04 cell 37, 05 cell 3; a TqdmWarning: 04 cell 37;
-    # check cells with bare asserts in every one)
-    "00_welcome_and_setup.ipynb",
-    "01_data.ipynb",
-    "02_tokenization.ipynb",
-    "03_attention.ipynb",
-    "04_gpt_model.ipynb",
-    "05_pretraining.ipynb",
-    "09_evaluation.ipynb",
-    # solutions (the same check cells; 02 cell 9 also stores a UserWarning with a /tmp path)
-    "00_welcome_and_setup_solutions.ipynb",
-    "01_data_solutions.ipynb",
-    "02_tokenization_solutions.ipynb",
-    "03_attention_solutions.ipynb",
-    "04_gpt_model_solutions.ipynb",
-    "05_pretraining_solutions.ipynb",
-    "09_evaluation_solutions.ipynb",
-}
+HYGIENE_PENDING: set[str] = set()
 PENDING_REASON = (
     "issue 10: stored outputs / check cells predate the hygiene rules; the lesson is being "
     "rewritten and re-executed, then removed from HYGIENE_PENDING"
