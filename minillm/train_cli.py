@@ -145,7 +145,7 @@ def _sample_cli(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``minillm train`` and ``minillm sample``."""
+    """Register ``minillm train``, ``minillm sample`` and ``minillm course``."""
     train_parser = subparsers.add_parser(
         "train",
         help="pretrain a GPT on prepared shards (config file and/or flags)",
@@ -211,3 +211,37 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--device", default=None, help="cpu, cuda, mps; default: the fastest available"
     )
     sample_parser.set_defaults(handler=_sample_cli)
+    add_course_cli(subparsers)
+
+
+def _course_cli(args: argparse.Namespace) -> int:
+    from minillm import course
+
+    removed = course.clean_stale_temporaries()
+    for path in removed:
+        print(f"removed the leftover {path.name}")
+    data_dir = course.course_data(rebuild=args.rebuild_data, verbose=True)
+    print(f"course data: {data_dir}")
+    if args.retrain:
+        model, _ = course.course_model(retrain=True, verbose=True)
+        print(f"retrained the course model into {course.course_model_dir()}")
+    else:
+        model, _ = course.course_model(verbose=False)
+    score = course.split_bits_per_byte(model, data_dir)
+    print(f"course model: {score['bits_per_byte']:.4f} bits per byte on the validation split")
+    return 0
+
+
+def add_course_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``minillm course``: check, heal or rebuild the cached course data and model."""
+    parser = subparsers.add_parser(
+        "course",
+        help="check or rebuild the cached course data and model",
+        description="Check the cached course data (a damaged folder is rebuilt, saying so), remove "
+        "leftovers of killed runs, and score the course model on the validation split. "
+        "--rebuild-data prepares the data again; --retrain trains the course model from scratch "
+        "(about 12 minutes on 2 CPU cores) into the cache.",
+    )
+    parser.add_argument("--rebuild-data", action="store_true", help="prepare the data again")
+    parser.add_argument("--retrain", action="store_true", help="train the course model again")
+    parser.set_defaults(handler=_course_cli)

@@ -149,3 +149,16 @@ def test_a_corrupt_cached_model_is_trained_again_and_says_so(tiny_course, capsys
     assert "training it again" in capsys.readouterr().out
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], tensor)  # deterministic retrain
+
+
+def test_the_course_command_heals_and_scores(tiny_course, capsys):
+    from minillm import cli
+
+    folder = course.course_data(verbose=False)
+    (folder / "train.bin").unlink()  # a deleted cached file
+    stale = folder.parent / ".course-model-x.999999999.tmp"
+    stale.mkdir()
+    assert cli.main(["course"]) == 0
+    out = capsys.readouterr().out
+    assert "unusable" in out and "removed the leftover" in out and "bits per byte" in out
+    assert not stale.exists() and course._data_problem(folder) is None
