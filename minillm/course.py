@@ -28,6 +28,7 @@ from minillm.checkpoint import (
     check_tokenizer,
     load_checkpoint,
 )
+from minillm.prepare import file_sha256
 from minillm.splits import load_split
 from minillm.train import TrainConfig, train
 
@@ -91,15 +92,6 @@ def cache_dir() -> Path:
 def _fingerprint(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _publish(tmp: Path, final: Path) -> Path:

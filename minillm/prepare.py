@@ -199,7 +199,7 @@ def _prepare_into(
         )
     meta["tokenizer_fingerprint"] = tokenizer.fingerprint()
     meta["files"] = {
-        f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
         for f in sorted(out_dir.iterdir())
         if f.is_file()
     }
@@ -210,9 +210,10 @@ def _prepare_into(
     return meta
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
     digest = hashlib.sha256()
-    with path.open("rb") as file:
+    with Path(path).open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -249,7 +250,7 @@ def verify_data_dir(data_dir: str | Path, *, deep: bool = False):
                 f"{path} has {path.stat().st_size} bytes, {record.get('bytes')} when prepared "
                 "(truncated or replaced); re-run `minillm prepare --overwrite`"
             )
-        if deep and _sha256(path) != record.get("sha256"):
+        if deep and file_sha256(path) != record.get("sha256"):
             raise ValueError(f"{path} differs from what was prepared (checksum); re-prepare it")
     for name, split in (meta.get("splits") or {}).items():
         bin_path = data_dir / f"{name}.bin"

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_corpus import write_pseudo_verse
 
 from minillm import baselines as B
 from minillm import cli
@@ -253,28 +254,7 @@ def test_compressors_reject_bad_input():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     corpus = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    words = [
-        "thou",
-        "art",
-        "my",
-        "lord",
-        "and",
-        "king",
-        "the",
-        "night",
-        "is",
-        "dark",
-        "sweet",
-        "love",
-        "doth",
-        "speak",
-        "of",
-        "death",
-    ]
-    for number in range(10):
-        lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(40)]
-        (corpus / f"play_{number}.txt").write_text(f"ACT {number}\n\n" + "\n".join(lines) + "\n")
+    write_pseudo_verse(corpus)
     out = tmp_path_factory.mktemp("data")
     args = ["prepare", "--corpus", str(corpus), "--out-dir", str(out), "--vocab-size", "300"]
     assert cli.main([*args, "--fractions", "0.8", "0.1", "0.1"]) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_corpus import write_pseudo_verse
 
 from minillm import cli
 from minillm import course as train_module
@@ -19,36 +20,13 @@ from minillm.tokenizer import BPETokenizer
 from minillm.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = [
-    "thou",
-    "art",
-    "my",
-    "lord",
-    "and",
-    "king",
-    "the",
-    "night",
-    "is",
-    "dark",
-    "sweet",
-    "love",
-    "doth",
-    "speak",
-    "of",
-    "death",
-]
 TINY_MODEL = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=32"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """Ten distinct documents of pseudo-verse, each long enough for the quality filters."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    for number in range(10):
-        lines = [" ".join(rng.choice(WORDS, size=8)).capitalize() + "." for _ in range(40)]
-        (folder / f"play_{number}.txt").write_text(f"ACT {number}\n\n" + "\n".join(lines) + "\n")
-    return folder
+    return write_pseudo_verse(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_corpus import write_pseudo_verse
 
 from minillm import data
 from minillm import prepare as P
@@ -128,34 +129,9 @@ def test_dedup_groups_documents_with_identical_signatures(monkeypatch):
 # --- prepare: atomic publication ------------------------------------------------------------------
 
 
-WORDS = [
-    "thou",
-    "art",
-    "my",
-    "lord",
-    "and",
-    "king",
-    "the",
-    "night",
-    "is",
-    "dark",
-    "sweet",
-    "love",
-    "doth",
-    "speak",
-    "of",
-    "death",
-]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    for number in range(10):
-        lines = [" ".join(rng.choice(WORDS, size=8)).capitalize() + "." for _ in range(40)]
-        (folder / f"play_{number}.txt").write_text(f"ACT {number}\n\n" + "\n".join(lines) + "\n")
-    return folder
+    return write_pseudo_verse(tmp_path_factory.mktemp("corpus"))
 
 
 def small_prepare(corpus: Path, out: Path, **kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_corpus import write_pseudo_verse
 
 from minillm import cli
 from minillm import prepare as P
@@ -75,28 +76,7 @@ def test_the_right_tokenizer_is_accepted(run_dir, capsys):
 def test_prepare_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    rng = np.random.default_rng(0)
-    words = [
-        "thou",
-        "art",
-        "my",
-        "lord",
-        "and",
-        "king",
-        "the",
-        "night",
-        "is",
-        "dark",
-        "sweet",
-        "love",
-        "doth",
-        "speak",
-        "of",
-        "death",
-    ]
-    for i in range(10):  # distinct pseudo-verse, so dedup and the quality filters keep them all
-        lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(40)]
-        (corpus / f"doc{i}.txt").write_text(f"ACT {i}\n\n" + "\n".join(lines) + "\n")
+    write_pseudo_verse(corpus, prefix="doc")  # distinct, so dedup and the filters keep them all
     run = tmp_path / "run"
     run.mkdir()
     (run / "tokenizer.bpe").write_text("the run's own tokenizer\n")
