@@ -64,7 +64,7 @@ COURSE_TRAIN: dict[str, Any] = {
 LESSON_TRAIN: dict[str, Any] = {
     **COURSE_TRAIN,
     "model_overrides": {"n_layer": 3, "n_embd": 96, "n_head": 4, "pos_emb": "rope"},
-    "max_steps": 3400,
+    "max_steps": 3150,
     "warmup_steps": 100,
     "eval_interval": 400,
     "eval_batches": 8,
@@ -163,10 +163,9 @@ def course_data(*, rebuild: bool = False, verbose: bool = True) -> Path:
             return final
         print(f"the cached course data {final.name} is unusable: {problem}; rebuilding it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    prepare(tmp, verbose=verbose, **{k: v for k, v in COURSE_DATA.items()})
-    return _publish(tmp, final)
+    # prepare() builds in a temporary sibling and renames it into place: complete or absent
+    prepare(final, verbose=verbose, overwrite=True, **COURSE_DATA)
+    return final
 
 
 def course_model_dir() -> Path:

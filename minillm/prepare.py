@@ -113,7 +113,7 @@ def prepare(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if verbose:
-        print(f"wrote {out_dir} in {meta['seconds']} s")
+        print(f"wrote {out_dir.name}/ in {meta['seconds']} s")  # the name: no machine path in lessons
     return meta
 
 
