@@ -113,7 +113,8 @@ def prepare(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if verbose:
-        print(f"wrote {out_dir.name}/ in {meta['seconds']} s")  # the name: no machine path in lessons
+        # The folder's name only: a full path would leak the machine into stored lesson outputs.
+        print(f"wrote {out_dir.name}/ in {meta['seconds']} s")
     return meta
 
 
