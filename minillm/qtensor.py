@@ -245,7 +245,7 @@ def quantize_weight(
         group_size: columns sharing a scale; None means one scale per row (per channel).
         per_tensor: one scale for the whole matrix.
         scheme: ``"absmax"``, ``"minmax"``, ``"q8_0"`` or ``"q4_0"`` (see the module docstring).
-        qmax: for ``absmax``, the code the largest |w| maps to (default ``2^(bits-1) - 1``;
+        qmax: for ``absmax``, the code the largest ``|w|`` maps to (default ``2^(bits-1) - 1``;
             torchao uses 127.5, half of the 255 steps from -128 to 127).
         scale_dtype: ``torch.float16`` (what engines store) or ``torch.float32``.
         pad: pad rows with zeros to a whole number of groups instead of raising.

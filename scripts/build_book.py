@@ -120,14 +120,14 @@ def toc_lines(lessons: Sequence[str], solutions: Sequence[str], instructor: bool
     return lines
 
 
-def write_toc(instructor: bool) -> None:
-    lessons = [path.stem for path in sorted((BOOK / "lessons").glob("*.ipynb"))]
-    solutions = [path.stem for path in sorted((BOOK / "solutions").glob("*.ipynb"))]
+def write_toc(instructor: bool, book: Path = BOOK) -> None:
+    lessons = [path.stem for path in sorted((book / "lessons").glob("*.ipynb"))]
+    solutions = [path.stem for path in sorted((book / "solutions").glob("*.ipynb"))]
     text = "\n".join(toc_lines(lessons, solutions, instructor)) + "\n"
-    (BOOK / "_toc.yml").write_text(text)
+    (book / "_toc.yml").write_text(text)
 
 
-def write_api_page() -> None:
+def write_api_page(book: Path = BOOK) -> None:
     import minillm
 
     modules = sorted(
@@ -153,7 +153,7 @@ def write_api_page() -> None:
             "```",
             "",
         ]
-    (BOOK / "api.md").write_text("\n".join(parts))
+    (book / "api.md").write_text("\n".join(parts))
 
 
 # The learner-time estimate: technical prose read at about 100 words a minute, code read, run and
@@ -176,7 +176,7 @@ def learner_estimate(path: Path) -> tuple[int, int]:
     return 5 * max(1, round(reading / 5)), MINUTES_PER_EXERCISE * exercises
 
 
-def write_timings_page(seconds: dict[str, float]) -> None:
+def write_timings_page(seconds: dict[str, float], book: Path = BOOK) -> None:
     """Machine minutes (measured) beside learner minutes (estimated), one row per lesson."""
     recorded = json.loads(TIMINGS_JSON.read_text()) if TIMINGS_JSON.exists() else {}
     recorded.update(seconds)
@@ -198,7 +198,7 @@ def write_timings_page(seconds: dict[str, float]) -> None:
         f"minute, and {MINUTES_PER_EXERCISE} minutes per exercise, counted from the notebook by "
         "`scripts/build_book.py`."
     )
-    (BOOK / "timings.md").write_text(note + "\n\n" + "\n".join(rows) + "\n")
+    (book / "timings.md").write_text(note + "\n\n" + "\n".join(rows) + "\n")
 
 
 def render(book: Path) -> int:
@@ -207,6 +207,36 @@ def render(book: Path) -> int:
     command = [str(jupyter_book), "build", str(book), "--all", "--warningiserror", "--keep-going"]
     print("rendering:", " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT).returncode
+
+
+# What scripts/build_book.py generates inside book/ (never copied as a source of the book).
+GENERATED = {"_build", "lessons", "solutions", "_toc.yml", "api.md", "timings.md"}
+
+
+def build_site(dest: Path, instructor: bool = False) -> Path:
+    """Render the whole book from the stored outputs into ``dest`` (book/ itself is untouched).
+
+    The same sources, configuration and preparation of notebooks as ``make book``, without
+    executing anything: what the site check of ``tests/unit/test_book_site.py`` opens. Returns
+    the folder of the built HTML site.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in BOOK.iterdir():
+        if item.name in GENERATED:
+            continue
+        if item.is_dir():
+            shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest / item.name)
+    collect("notebooks", dest / "lessons", execute=False)
+    if instructor:
+        collect("solutions", dest / "solutions", execute=False)
+    write_toc(instructor, dest)
+    write_api_page(dest)
+    write_timings_page({}, dest)
+    if render(dest) != 0:
+        raise RuntimeError("jupyter-book could not render the book (see the log above)")
+    return dest / "_build" / "html"
 
 
 def build_page(notebook: Path, dest: Path) -> Path:
@@ -218,6 +248,7 @@ def build_page(notebook: Path, dest: Path) -> Path:
     (dest / "lessons").mkdir(parents=True, exist_ok=True)
     shutil.copy2(BOOK / "_config.yml", dest / "_config.yml")
     shutil.copytree(BOOK / "_static", dest / "_static", dirs_exist_ok=True)
+    shutil.copytree(BOOK / "_ext", dest / "_ext", dirs_exist_ok=True)
     (dest / "intro.md").write_text("# One lesson\n\nA one-page build of the course book.\n")
     nb = for_the_book(nbformat.read(notebook, as_version=4))
     nbformat.write(nb, dest / "lessons" / notebook.name)
@@ -276,8 +307,8 @@ document.addEventListener("DOMContentLoaded", function () {
 
 
 def chromium() -> str | None:
-    """The Chromium executable (Debian's ``chromium``), or None when it is not installed."""
-    for name in ("chromium", "chromium-browser"):
+    """The Chromium executable (Debian's ``chromium``, or Chrome), or None when none is installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
