@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 _STAGE_MODULES: list[str] = [
     "minillm.prepare",
     "minillm.train_cli",
+    "minillm.finetune_cli",
     "minillm.evaluate",
     "minillm.quantize",
     "minillm.serve",

@@ -497,14 +497,22 @@ def evaluate(
 
 
 def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = None):
-    """The model and tokenizer of a checkpoint written by :func:`minillm.train.save_checkpoint`.
+    """The model and tokenizer of a checkpoint written by :func:`minillm.train.save_checkpoint`
+    (or of a quantized model written by :func:`minillm.quantize.save_quantized`).
 
     The tokenizer is ``tokenizer_path``, or ``tokenizer.bpe`` next to the checkpoint, or in the
     data folder the checkpoint was trained from.
     """
     from minillm.checkpoint import TOKENIZER_NAME, check_tokenizer, load_checkpoint
+    from minillm.quantize import is_quantized_file, load_quantized
     from minillm.tokenizer import BPETokenizer
 
+    if is_quantized_file(checkpoint):  # written by `minillm quantize`: no fingerprint to check
+        beside = Path(checkpoint).parent / TOKENIZER_NAME
+        tokenizer_path = tokenizer_path or beside
+        if not Path(tokenizer_path).is_file():
+            raise FileNotFoundError(f"no tokenizer at {tokenizer_path}; pass --tokenizer PATH")
+        return load_quantized(checkpoint), BPETokenizer.load(tokenizer_path)
     ckpt = load_checkpoint(checkpoint)
     if tokenizer_path is None:
         candidates = [Path(checkpoint).parent / TOKENIZER_NAME]
@@ -553,7 +561,11 @@ def add_cli(subparsers: Any) -> None:
         description="Evaluate a checkpoint: perplexity and bits per byte, multiple choice, "
         "bias probes, scored generations. Prints a table; --json writes the full report.",
     )
-    parser.add_argument("--checkpoint", required=True, help="a file written by minillm train")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a file written by minillm train (or by minillm quantize)",
+    )
     parser.add_argument(
         "--tasks",
         default="cloze,bias",

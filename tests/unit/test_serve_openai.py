@@ -122,3 +122,20 @@ def test_concurrent_streams_all_complete(client):
     with ThreadPoolExecutor(8) as pool:
         reasons = list(pool.map(one, range(16), timeout=120))
     assert all(r in ("stop", "length") for r in reasons)
+
+
+def test_oversized_body_and_full_queue_raise_the_clients_exceptions():
+    tokenizer = BPETokenizer.train(TEXT * 8, 300, special_tokens=["<|endoftext|>"])
+    config = GPTConfig.preset(
+        "course", vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32
+    )
+    app = create_app(GPT(config).eval(), tokenizer, max_body_bytes=400, max_queue=0)
+    with ServerThread(app) as small:
+        client = openai.OpenAI(base_url=f"{small.url}/v1", api_key="x", max_retries=0, timeout=30)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.completions.create(model="minillm", prompt="x" * 1000, max_tokens=2)
+        assert caught.value.status_code == 413 and caught.value.code == "body_too_large"
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.completions.create(model="minillm", prompt="To be", max_tokens=2)
+        assert caught.value.code == "queue_full"
+        assert caught.value.response.headers["retry-after"] == "1"

@@ -1,0 +1,210 @@
+"""``minillm finetune``: every method runs, checkpoints resume exactly, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint, save_checkpoint
+from minillm.cli import main
+from minillm.data import Document
+from minillm.finetune_cli import RESULTS_NAME, FinetuneSettings, run_finetune
+from minillm.lora import load_adapter
+from minillm.model import GPT, GPTConfig
+from minillm.tokenizer import BPETokenizer
+
+NAMES = ["HAMLET", "HORATIO", "OPHELIA", "First Witch"]
+WORDS = [
+    "thou",
+    "art",
+    "my",
+    "lord",
+    "and",
+    "king",
+    "the",
+    "night",
+    "is",
+    "dark",
+    "sweet",
+    "love",
+    "doth",
+    "speak",
+    "of",
+    "death",
+]
+
+
+def fake_play(seed: int) -> str:
+    rng = random.Random(seed)
+    blocks = []
+    for _ in range(30):
+        lines = [" ".join(rng.choices(WORDS, k=rng.randint(5, 8))).capitalize() for _ in range(2)]
+        blocks.append(f"{rng.choice(NAMES)}.\n" + "\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# Two training plays, one held-out play (Macbeth is in minillm.instructions.EVAL_PLAYS).
+DOCS = [
+    Document(name=t.lower().replace(" ", "_"), text=fake_play(i), title=t)
+    for i, t in enumerate(["Hamlet", "The Tempest", "Macbeth"])
+]
+
+
+@pytest.fixture(scope="module")
+def base():
+    text = (
+        " ".join(WORDS + NAMES) + " Answer: Who speaks the last line? Comedy, tragedy or history?"
+    )
+    tokenizer = BPETokenizer.train(text * 4, 300, special_tokens=["<|endoftext|>"])
+    torch.manual_seed(0)
+    config = GPTConfig.preset(
+        "course", vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2, n_embd=32
+    )
+    return GPT(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(base, tmp_path_factory):
+    model, tokenizer = base
+    folder = tmp_path_factory.mktemp("base")
+    save_checkpoint(
+        folder / CHECKPOINT_NAME, model, step=0, tokenizer_fingerprint=tokenizer.fingerprint()
+    )
+    tokenizer.save(folder / TOKENIZER_NAME)
+    return folder
+
+
+def settings(method: str, **extra) -> FinetuneSettings:
+    fixed = dict(steps=4, warmup=1, batch_size=4, per_play=3, n_resamples=50)
+    return FinetuneSettings(method=method, **{**fixed, **extra})
+
+
+def run(method, out, base, **kwargs):
+    model, tokenizer = base
+    extra = kwargs.pop("settings", {})
+    return run_finetune(
+        settings(method, **extra),
+        out,
+        base=model,
+        tokenizer=tokenizer,
+        docs=DOCS,
+        verbose=False,
+        **kwargs,
+    )
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_checkpoint(folder / CHECKPOINT_NAME).model_state
+
+
+@pytest.mark.parametrize("method", ["lora", "sft", "classify"])  # full: as sft, plain format
+def test_a_resumed_run_equals_an_uninterrupted_one(method, base, tmp_path):
+    whole = run(method, tmp_path / "whole", base)
+    part = run(method, tmp_path / "part", base, stop_after=2, save_every=1)
+    assert not part["complete"] and part["step"] == 2
+    resumed = run(method, tmp_path / "part", base, resume=True)
+    assert resumed["complete"] and resumed["step"] == 4
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not changed, f"resumed weights differ from the uninterrupted run's: {changed[:4]}"
+    for key in ("exact_match", "accuracy"):
+        if key in whole:
+            assert resumed[key] == whole[key]
+    saved = json.loads((tmp_path / "part" / RESULTS_NAME).read_text())
+    assert saved["trainable_parameters"] == whole["trainable_parameters"] > 0
+
+
+def test_lora_trains_only_the_adapters_and_writes_a_peft_adapter(base, tmp_path):
+    model, _ = base
+    result = run("lora", tmp_path, base, settings={"rank": 2})
+    trainable = result["trainable_parameters"]
+    assert 0 < trainable < 0.1 * result["total_parameters"]
+    adapted = load_adapter(GPT(model.config), tmp_path / "adapter")
+    assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == trainable
+    before = {k: v for k, v in model.state_dict().items()}
+    after = weights(tmp_path)
+    frozen = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert not frozen, f"LoRA changed frozen weights: {frozen[:4]}"
+
+
+def test_sft_then_dpo_from_the_sft_folder(base, base_checkpoint, tmp_path):
+    sft = run("sft", tmp_path / "sft", base)
+    assert set(sft["by_task"]) == {"speaker", "genre"}
+    chat_tokenizer = BPETokenizer.load(tmp_path / "sft" / TOKENIZER_NAME)
+    assert "<|end|>" in chat_tokenizer.special_tokens
+    dpo = run_finetune(
+        settings("dpo"),
+        tmp_path / "dpo",
+        checkpoint=str(tmp_path / "sft"),
+        docs=DOCS,
+        verbose=False,
+    )
+    assert dpo["complete"] and {"margin_before", "margin_after"} <= set(dpo)
+    assert dpo["margin_before"]["n"] == dpo["exact_match"]["n"]
+
+
+def test_an_existing_checkpoint_is_never_overwritten_silently(base, tmp_path):
+    run("classify", tmp_path, base)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("classify", tmp_path, base)
+    again = run("classify", tmp_path, base, overwrite=True)
+    assert again["complete"]
+
+
+def test_resuming_with_other_settings_names_them(base, tmp_path):
+    run("full", tmp_path, base, stop_after=1)
+    with pytest.raises(ValueError, match="lr"):
+        run("full", tmp_path, base, resume=True, settings={"lr": 0.5})
+    # scoring-only settings may change
+    assert run("full", tmp_path, base, resume=True, settings={"n_resamples": 20})["complete"]
+
+
+def one_error_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--method", "bogus"], "invalid choice"),
+        (["--method", "lora", "--rank", "0"], "--rank"),
+        (["--method", "full", "--lr", "nan"], "--lr"),
+        (["--method", "full", "--steps", "-2"], "--steps"),
+        (["--method", "full", "--resume", "--overwrite"], "not allowed with"),
+        (["--method", "full", "--resume"], "checkpoint"),
+        (["--method", "full", "--tasks", "poetry"], "unknown task"),
+        (["--method", "classify", "--tasks", "speaker"], "genre"),
+        (["--method", "dpo"], "--method sft"),
+        (["--method", "full", "--seed", str(2**64)], "--seed"),
+    ],
+)
+def test_bad_input_is_one_error_line(capsys, tmp_path, base_checkpoint, extra, needle):
+    argv = ["finetune", "--out", str(tmp_path / "out"), "--checkpoint", str(base_checkpoint)]
+    line = one_error_line(capsys, argv + extra)
+    assert needle in line, line
+
+
+def test_an_out_that_is_a_file_is_one_error_line(capsys, tmp_path, base_checkpoint):
+    file = tmp_path / "file"
+    file.write_text("x")
+    argv = [
+        "finetune",
+        "--method",
+        "full",
+        "--out",
+        str(file),
+        "--checkpoint",
+        str(base_checkpoint),
+    ]
+    assert "is a file" in one_error_line(capsys, argv)
+
+
+def test_a_missing_out_flag_is_one_error_line(capsys):
+    assert "--out" in one_error_line(capsys, ["finetune", "--method", "lora"])
