@@ -28,6 +28,7 @@ _STAGE_MODULES: list[str] = [
     "minillm.evaluate",
     "minillm.quantize",
     "minillm.serve",
+    "minillm.hub",
 ]
 
 

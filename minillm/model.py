@@ -4,7 +4,7 @@ Taught in lesson 03 (attention: :class:`CausalSelfAttention`) and lesson 04 (the
 embeddings, norms, MLPs, blocks, :class:`GPT`). One class covers GPT-2 and a Llama-style model:
 the switches in :class:`GPTConfig` (``pos_emb``, ``norm``, ``mlp``, ``n_kv_head``, ``bias``)
 turn one into the other, and :meth:`GPT.from_hf` / :meth:`GPT.to_hf` convert weights to and from
-``transformers``' ``GPT2LMHeadModel`` and ``LlamaForCausalLM``.
+``transformers``' ``GPT2LMHeadModel`` and ``LlamaForCausalLM`` (code in :mod:`minillm.hub`).
 
 Module names follow nanoGPT and Hugging Face's GPT-2 (``transformer.h.0.attn.c_attn`` ...), so a
 GPT-2 checkpoint maps onto this model with only transposes.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -308,6 +307,11 @@ class CausalSelfAttention(nn.Module):
     (n_kv_head heads each), laid out as [q | k | v]; ``c_proj`` mixes the heads back together.
     """
 
+    # A hook on the attention probabilities (B, n_head, T, S) of the explicit ("plain") path:
+    # when set, it is called with them and returns the tensor to use (the same one to only
+    # record them). minillm.interpret sets it for a pass to read them (lesson 13); None otherwise.
+    probs_hook: Any = None
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
@@ -375,7 +379,10 @@ class CausalSelfAttention(nn.Module):
         T, S = q.shape[2], k.shape[2]
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, S)
         scores = scores.masked_fill(~_causal_mask(T, S, q.device), float("-inf"))
-        weights = self.attn_dropout(F.softmax(scores, dim=-1))
+        weights = F.softmax(scores, dim=-1)
+        if self.probs_hook is not None:
+            weights = self.probs_hook(weights)
+        weights = self.attn_dropout(weights)
         return weights @ v  # (B, nh, T, hd)
 
 
@@ -563,6 +570,11 @@ class GPT(nn.Module):
                 f"sequence length {length} is longer than the model's context length "
                 f"block_size={self.config.block_size}"
             )
+        if torch.compiler.is_compiling():
+            # Reading the ids' values (int(idx.min())) would break the torch.compile graph
+            # (fullgraph=True fails on it), so traced code skips this one check: eager calls
+            # keep the clear error, and minillm.train checks its data's ids once when compiling.
+            return batch, length
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= self.config.vocab_size:
             bad = low if low < 0 else high
@@ -681,430 +693,40 @@ class GPT(nn.Module):
             for key, value in state_dict.items():
                 expected[key].copy_(value)
 
-    # ---- Hugging Face interop -----------------------------------------------------------------
+    # ---- Hugging Face interop (the code lives in minillm.hub, lesson 12) ----------------------
 
     @classmethod
     def from_hf(cls, source: Any, config: Any = None) -> GPT:
         """A GPT with the weights of a ``transformers`` GPT-2 or Llama model.
 
-        Args:
-            source: a ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (or a model with the same
-                layout), or its state dict.
-            config: needed with a state dict: the ``transformers`` config (GPT2Config or
-                LlamaConfig) or an equivalent :class:`GPTConfig`. Ignored for a model.
-
-        Raises:
-            ValueError: unsupported architecture options, or weights that do not fit (missing,
-                unexpected or wrongly shaped keys, all listed).
+        See :func:`minillm.hub.from_hf` (``source``: a model or its state dict; ``config``:
+        needed with a state dict).
         """
-        if isinstance(source, nn.Module):
-            config, state_dict = source.config, source.state_dict()
-        elif isinstance(source, dict):
-            state_dict = source
-            if config is None:
-                raise ValueError(
-                    "from_hf with a state dict needs config= (a transformers config or a GPTConfig)"
-                )
-        else:
-            raise TypeError(
-                f"from_hf expects a transformers model or a state dict, got {type(source).__name__}"
-            )
-        layout = _detect_layout(state_dict)
-        gpt_config = config if isinstance(config, GPTConfig) else _config_from_hf(config, layout)
-        model = cls(gpt_config)
-        dtype = model.transformer.wte.weight.dtype
-        converted = {
-            k: v.to(dtype) for k, v in _HF_TO_MINILLM[layout](state_dict, gpt_config).items()
-        }
-        model.load_weights(converted)
-        return model
+        from minillm.hub import from_hf
+
+        return from_hf(source, config, cls=cls)
 
     def to_hf(self, **config_overrides: Any) -> nn.Module:
         """This model as a ``transformers`` ``GPT2LMHeadModel`` or ``LlamaForCausalLM``.
 
-        GPT-2 layout: learned positions, LayerNorm, GELU, no grouped heads (missing biases are
-        exported as zeros). Llama layout: RoPE, RMSNorm, SwiGLU. ``config_overrides`` go to the
-        ``transformers`` config (for example ``eos_token_id=...``).
-
-        Raises:
-            ValueError: the configuration fits neither layout (the message says why).
+        See :func:`minillm.hub.to_hf`; ``config_overrides`` go to the ``transformers`` config.
         """
-        transformers = _import_transformers()
-        layout = _hf_layout_of(self.config)
-        if layout == "gpt2":
-            hf_config = transformers.GPT2Config(
-                **{**_gpt2_config_kwargs(self.config), **config_overrides}
-            )
-            hf_model = transformers.GPT2LMHeadModel(hf_config)
-            state_dict = _minillm_to_gpt2(self.state_dict(), self.config)
-        else:
-            hf_config = transformers.LlamaConfig(
-                **{**_llama_config_kwargs(self.config), **config_overrides}
-            )
-            hf_model = transformers.LlamaForCausalLM(hf_config)
-            state_dict = _minillm_to_llama(self.state_dict(), self.config)
-        _load_into_hf(hf_model, state_dict)
-        return hf_model.eval()
+        from minillm.hub import to_hf
+
+        return to_hf(self, **config_overrides)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> GPT:
-        """Load a GPT-2 or Llama model saved by ``transformers``' ``save_pretrained``, or from the hub.
+        """Load a GPT-2 or Llama model saved by ``transformers``, or from the hub.
 
-        A local folder is read without any network access. A hub name (``"gpt2"``) is downloaded
-        only when the hub is reachable and ``HF_HUB_OFFLINE`` is not set.
-
-        Raises:
-            OSError: offline (or the hub is unreachable) and ``name_or_path`` is not a local
-                folder; the message says how to load from a folder instead.
+        See :func:`minillm.hub.from_pretrained` (a local folder never touches the network).
         """
-        transformers = _import_transformers()
-        path = Path(name_or_path).expanduser()
-        if path.is_dir():
-            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, dtype=torch.float32
-            )
-            return cls.from_hf(hf_model)
-        how_to = (
-            f"To load from a folder instead: on a machine with internet run "
-            f"`transformers.AutoModelForCausalLM.from_pretrained({str(name_or_path)!r})"
-            f".save_pretrained('some/folder')`, copy the folder here, then call "
-            f"`GPT.from_pretrained('some/folder')`."
-        )
-        if _hub_offline():
-            raise OSError(
-                f"{str(name_or_path)!r} is not a local folder and the Hugging Face hub is off "
-                f"(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set). Unset it to download. {how_to}"
-            )
-        try:
-            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(name_or_path), dtype=torch.float32
-            )
-        except OSError as err:
-            raise OSError(
-                f"could not load {str(name_or_path)!r} from the Hugging Face hub "
-                f"(offline, or no such model): {err}. {how_to}"
-            ) from err
-        return cls.from_hf(hf_model)
+        from minillm.hub import from_pretrained
+
+        return from_pretrained(name_or_path, cls=cls)
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# Hugging Face layouts
-# ---------------------------------------------------------------------------------------------
-
-
-def _import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - transformers is in the course extra
-        raise ImportError(
-            "Hugging Face interop needs transformers: pip install -e '.[course]'"
-        ) from err
-    return transformers
-
-
-def _hub_offline() -> bool:
-    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
-
-
-def _detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
-    if any(k.startswith("transformer.h.") or k == "transformer.wte.weight" for k in state_dict):
-        return "gpt2"
-    if any(k.startswith("model.layers.") or k == "model.embed_tokens.weight" for k in state_dict):
-        return "llama"
-    sample = sorted(state_dict)[:5]
-    raise ValueError(
-        "state dict is neither a GPT-2 layout (transformer.h.N...) nor a Llama layout "
-        f"(model.layers.N...); first keys: {sample}"
-    )
-
-
-def _hf_layout_of(config: GPTConfig) -> str:
-    gpt2_misfits = [
-        f"{name}={getattr(config, name)!r} (GPT-2 needs {want!r})"
-        for name, want in (("pos_emb", "learned"), ("norm", "layernorm"), ("mlp", "gelu"))
-        if getattr(config, name) != want
-    ]
-    if config.num_kv_heads != config.n_head:
-        gpt2_misfits.append(f"n_kv_head={config.n_kv_head} (GPT-2 needs n_head={config.n_head})")
-    if not gpt2_misfits:
-        return "gpt2"
-    llama_misfits = [
-        f"{name}={getattr(config, name)!r} (Llama needs {want!r})"
-        for name, want in (("pos_emb", "rope"), ("norm", "rmsnorm"), ("mlp", "swiglu"))
-        if getattr(config, name) != want
-    ]
-    if not llama_misfits:
-        return "llama"
-    raise ValueError(
-        "this configuration fits neither Hugging Face layout. GPT-2: "
-        + ", ".join(gpt2_misfits)
-        + ". Llama: "
-        + ", ".join(llama_misfits)
-    )
-
-
-def _config_from_hf(hf_config: Any, layout: str) -> GPTConfig:
-    if layout == "gpt2":
-        return _config_from_gpt2(hf_config)
-    return _config_from_llama(hf_config)
-
-
-def _config_from_gpt2(c: Any) -> GPTConfig:
-    unsupported = []
-    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-        unsupported.append(f"activation_function={c.activation_function!r} (need 'gelu_new')")
-    if not getattr(c, "scale_attn_weights", True):
-        unsupported.append("scale_attn_weights=False")
-    if getattr(c, "scale_attn_by_inverse_layer_idx", False):
-        unsupported.append("scale_attn_by_inverse_layer_idx=True")
-    if getattr(c, "add_cross_attention", False):
-        unsupported.append("add_cross_attention=True")
-    if unsupported:
-        raise ValueError(f"GPT-2 options not supported by minillm: {', '.join(unsupported)}")
-    return GPTConfig(
-        vocab_size=c.vocab_size,
-        block_size=c.n_positions,
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        dropout=0.0,
-        bias=True,
-        ffn_hidden=c.n_inner if c.n_inner is not None else None,
-        norm_eps=c.layer_norm_epsilon,
-        tie_weights=bool(getattr(c, "tie_word_embeddings", True)),
-    )
-
-
-def _config_from_llama(c: Any) -> GPTConfig:
-    unsupported = []
-    if c.hidden_act != "silu":
-        unsupported.append(f"hidden_act={c.hidden_act!r} (need 'silu')")
-    rope = dict(getattr(c, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
-        unsupported.append(f"rope_type={rope.get('rope_type')!r} (need 'default')")
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    if head_dim * c.num_attention_heads != c.hidden_size:
-        unsupported.append(f"head_dim={head_dim} (need hidden_size / num_attention_heads)")
-    if bool(c.attention_bias) != bool(getattr(c, "mlp_bias", False)):
-        unsupported.append("attention_bias != mlp_bias (minillm has one bias switch)")
-    if unsupported:
-        raise ValueError(f"Llama options not supported by minillm: {', '.join(unsupported)}")
-    return GPTConfig(
-        vocab_size=c.vocab_size,
-        block_size=c.max_position_embeddings,
-        n_layer=c.num_hidden_layers,
-        n_head=c.num_attention_heads,
-        n_kv_head=c.num_key_value_heads,
-        n_embd=c.hidden_size,
-        dropout=0.0,
-        bias=bool(c.attention_bias),
-        norm="rmsnorm",
-        mlp="swiglu",
-        pos_emb="rope",
-        tie_weights=bool(getattr(c, "tie_word_embeddings", False)),
-        ffn_hidden=c.intermediate_size,
-        norm_eps=c.rms_norm_eps,
-        rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
-    )
-
-
-def _gpt2_config_kwargs(config: GPTConfig) -> dict[str, Any]:
-    special = {} if config.vocab_size > 50256 else {"bos_token_id": None, "eos_token_id": None}
-    return dict(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_embd=config.n_embd,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        n_inner=config.ffn_dim,
-        activation_function="gelu_new",
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        layer_norm_epsilon=config.norm_eps,
-        tie_word_embeddings=config.tie_weights,
-        **special,
-    )
-
-
-def _llama_config_kwargs(config: GPTConfig) -> dict[str, Any]:
-    return dict(
-        vocab_size=config.vocab_size,
-        hidden_size=config.n_embd,
-        intermediate_size=config.ffn_dim,
-        num_hidden_layers=config.n_layer,
-        num_attention_heads=config.n_head,
-        num_key_value_heads=config.num_kv_heads,
-        head_dim=config.head_dim,
-        hidden_act="silu",
-        max_position_embeddings=config.block_size,
-        rms_norm_eps=config.norm_eps,
-        tie_word_embeddings=config.tie_weights,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-        attention_bias=config.bias,
-        mlp_bias=config.bias,
-        attention_dropout=config.dropout,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-
-
-class _Take:
-    """Reads keys out of a source state dict and remembers which were missing or left over."""
-
-    def __init__(self, source: dict[str, torch.Tensor], ignore_suffixes: tuple[str, ...]) -> None:
-        self.source = source
-        self.used: set[str] = set()
-        self.missing: list[str] = []
-        self.ignore_suffixes = ignore_suffixes
-
-    def __call__(self, key: str) -> torch.Tensor | None:
-        if key not in self.source:
-            self.missing.append(key)
-            return None
-        self.used.add(key)
-        return self.source[key]
-
-    def check(self, what: str) -> None:
-        unexpected = sorted(
-            k for k in set(self.source) - self.used if not k.endswith(self.ignore_suffixes)
-        )
-        problems = []
-        if self.missing:
-            problems.append(f"missing keys: {sorted(self.missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {unexpected}")
-        if problems:
-            raise ValueError(f"{what} state dict does not fit: " + "; ".join(problems))
-
-
-def _gpt2_to_minillm(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    """Hugging Face GPT-2 keys are ours already; its Conv1D weights are stored (in, out)."""
-    take = _Take(sd, ignore_suffixes=(".attn.bias", ".attn.masked_bias"))
-    out: dict[str, torch.Tensor] = {}
-    names = ["transformer.wte.weight", "transformer.wpe.weight"]
-    names += ["transformer.ln_f.weight", "transformer.ln_f.bias"]
-    for i in range(config.n_layer):
-        prefix = f"transformer.h.{i}."
-        names += [prefix + f"{ln}.{p}" for ln in ("ln_1", "ln_2") for p in ("weight", "bias")]
-        for linear in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-            weight = take(prefix + linear + ".weight")
-            if weight is not None:
-                out[prefix + linear + ".weight"] = weight.t()
-            names.append(prefix + linear + ".bias")
-    for name in names:
-        value = take(name)
-        if value is not None:
-            out[name] = value
-    if config.tie_weights:
-        sd_head = sd.get("lm_head.weight")
-        if sd_head is not None:
-            take.used.add("lm_head.weight")
-    else:
-        head = take("lm_head.weight")
-        if head is not None:
-            out["lm_head.weight"] = head
-    take.check("GPT-2")
-    return out
-
-
-def _llama_to_minillm(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    take = _Take(sd, ignore_suffixes=("rotary_emb.inv_freq",))
-    out: dict[str, torch.Tensor] = {}
-
-    def put(ours: str, *theirs: str) -> None:
-        parts = [take(name) for name in theirs]
-        if all(part is not None for part in parts):
-            out[ours] = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-
-    put("transformer.wte.weight", "model.embed_tokens.weight")
-    put("transformer.ln_f.weight", "model.norm.weight")
-    suffixes = ("weight", "bias") if config.bias else ("weight",)
-    for i in range(config.n_layer):
-        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
-        put(ours + "ln_1.weight", theirs + "input_layernorm.weight")
-        put(ours + "ln_2.weight", theirs + "post_attention_layernorm.weight")
-        for s in suffixes:
-            attn = theirs + "self_attn."
-            put(ours + f"attn.c_attn.{s}", *(attn + f"{p}_proj.{s}" for p in "qkv"))
-            put(ours + f"attn.c_proj.{s}", attn + f"o_proj.{s}")
-            mlp = theirs + "mlp."
-            put(ours + f"mlp.c_fc.{s}", mlp + f"gate_proj.{s}", mlp + f"up_proj.{s}")
-            put(ours + f"mlp.c_proj.{s}", mlp + f"down_proj.{s}")
-    if config.tie_weights:
-        if "lm_head.weight" in sd:
-            take.used.add("lm_head.weight")
-    else:
-        put("lm_head.weight", "lm_head.weight")
-    take.check("Llama")
-    return out
-
-
-_HF_TO_MINILLM = {"gpt2": _gpt2_to_minillm, "llama": _llama_to_minillm}
-
-
-def _minillm_to_gpt2(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        is_conv1d = key.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
-        out[key] = value.t().contiguous() if is_conv1d else value.clone()
-    if not config.bias:  # GPT-2 always has biases: zeros reproduce a bias-free model exactly
-        for i in range(config.n_layer):
-            prefix = f"transformer.h.{i}."
-            for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-                out[prefix + name + ".bias"] = torch.zeros(out[prefix + name + ".weight"].shape[1])
-            for ln in ("ln_1", "ln_2"):
-                out[prefix + ln + ".bias"] = torch.zeros(config.n_embd)
-        out["transformer.ln_f.bias"] = torch.zeros(config.n_embd)
-    return out
-
-
-def _minillm_to_llama(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    q_width = config.n_head * config.head_dim
-    kv_width = config.num_kv_heads * config.head_dim
-    out = {
-        "model.embed_tokens.weight": sd["transformer.wte.weight"],
-        "model.norm.weight": sd["transformer.ln_f.weight"],
-    }
-    if not config.tie_weights:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    suffixes = ("weight", "bias") if config.bias else ("weight",)
-    for i in range(config.n_layer):
-        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
-        out[theirs + "input_layernorm.weight"] = sd[ours + "ln_1.weight"]
-        out[theirs + "post_attention_layernorm.weight"] = sd[ours + "ln_2.weight"]
-        for s in suffixes:
-            q, k, v = sd[ours + f"attn.c_attn.{s}"].split([q_width, kv_width, kv_width], dim=0)
-            for name, part in zip("qkv", (q, k, v), strict=True):
-                out[theirs + f"self_attn.{name}_proj.{s}"] = part
-            out[theirs + f"self_attn.o_proj.{s}"] = sd[ours + f"attn.c_proj.{s}"]
-            gate, up = sd[ours + f"mlp.c_fc.{s}"].chunk(2, dim=0)
-            out[theirs + f"mlp.gate_proj.{s}"] = gate
-            out[theirs + f"mlp.up_proj.{s}"] = up
-            out[theirs + f"mlp.down_proj.{s}"] = sd[ours + f"mlp.c_proj.{s}"]
-    return {k: v.clone().contiguous() for k, v in out.items()}
-
-
-def _load_into_hf(hf_model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Copy weights into a transformers model, failing loudly on anything left unmatched."""
-    expected = hf_model.state_dict()
-    tied = bool(getattr(hf_model.config, "tie_word_embeddings", False))
-    optional = {"lm_head.weight"} if tied else set()
-    missing = sorted(set(expected) - set(state_dict) - optional)
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [k for k in state_dict if k in expected and expected[k].shape != state_dict[k].shape]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"conversion to transformers failed: missing {missing}, unexpected {unexpected}, "
-            f"wrong shapes {wrong}"
-        )
-    with torch.no_grad():
-        for key, value in state_dict.items():
-            expected[key].copy_(value)
