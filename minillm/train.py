@@ -55,7 +55,7 @@ from minillm.distributed import (
     pick_device,
     shard_for_rank,
 )
-from minillm.precision import DTYPES, autocast_context
+from minillm.precision import DTYPES, autocast_context, make_grad_scaler
 from minillm.runlog import LOG_NAME, append_log, truncate_log
 from minillm.splits import batch_generator, check_tokens, draw_batch, load_split
 from minillm.utils import (
@@ -108,7 +108,10 @@ class TrainConfig:
     checkpoint_interval: int = _setting(
         100, "save a checkpoint every this many steps; 0: at the end"
     )
-    dtype: str = _setting("float32", "float32, bfloat16 (autocast) or float16 (CUDA, loss scaling)")
+    dtype: str = _setting(
+        "float32",
+        "float32, bfloat16 (autocast) or float16 (autocast + loss scaling; slow on a CPU)",
+    )
     compile: bool = _setting(False, "run the model through torch.compile")
     device: str = _setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     seed: int = _setting(1337, "seed for the model's initialisation and the batch order")
@@ -367,7 +370,7 @@ class _Run:
         self.config = config
         self.info = info
         self.device = pick_device(config.device, info)
-        self.ctx = autocast_context(config.dtype, self.device)  # float16 on CPU fails here
+        self.ctx = autocast_context(config.dtype, self.device)
         self.out_dir = Path(config.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT_NAME
         self.log_path = self.out_dir / LOG_NAME
@@ -410,7 +413,7 @@ class _Run:
             betas=(config.beta1, config.beta2),
             device_type=self.device.type,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.dtype == "float16")
+        self.scaler = make_grad_scaler(config.dtype, self.device)  # float16 only (lesson 07)
         self.generator = batch_generator(config.seed, info.rank)
         self.step = 0
         self.tokens_seen = 0
@@ -455,6 +458,8 @@ class _Run:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.config.compile:
+            # the compiled forward skips the model's id-range check (lesson 07): check the data
+            _check_id_range(self.model, self.train_tokens, self.val_tokens)
             model = torch.compile(model)
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -559,6 +564,20 @@ class _Run:
                 tokenizer_fingerprint=self.tokenizer.fingerprint() if self.tokenizer else None,
             )
         self.last_saved_step = self.step
+
+
+def _check_id_range(model: nn.Module, *splits: Any) -> None:
+    """Every token id of the data lies in the model's vocabulary (raises ``ValueError``)."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab_size is None:
+        return
+    for tokens in splits:
+        high = int(tokens.max())  # a NumPy array (or memmap) or a tensor
+        if high >= vocab_size:
+            raise ValueError(
+                f"token id {high} of the data is outside the model's vocabulary "
+                f"(vocab_size={vocab_size})"
+            )
 
 
 def _check_same_model_config(checkpoint: Checkpoint, model: nn.Module) -> None:
