@@ -327,8 +327,9 @@ def lens_scores(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) ->
         batch_size: windows per forward pass.
 
     Returns:
-        ``{"nll_sum": (n_layer + 1,) summed cross-entropy in nats, "correct": (n_layer + 1,)
-        top-1 hits, "tokens": targets scored}`` (numpy arrays, layer 0 the embeddings).
+        A dict: ``nll_sum``, the summed cross-entropy in nats of each read-out (n_layer + 1
+        numbers, layer 0 the embeddings); ``correct``, its top-1 hits; ``tokens``, the number of
+        targets scored (numpy arrays).
     """
     windows = _as_batch(windows)
     if windows.shape[1] < 2:
