@@ -191,9 +191,10 @@ def write_timings_page(seconds: dict[str, float], book: Path = BOOK) -> None:
         reading, exercises = learner_estimate(path)
         rows.append(f"| {notebook_title(path)} | {machine} | {reading} min | {exercises} min |")
     note = (
-        "Machine minutes: executing the lesson at its default parameters on a 2-core CPU, kernel "
-        "start included, as recorded in `bench/results/lesson_timings.json` by `make notebooks` "
-        "or `make book`. Learner minutes are an **estimate**, not a measurement: the lesson's "
+        "Machine minutes: executing the lesson at its default parameters on a 2-core CPU, as "
+        "recorded in `bench/results/lesson_timings.json` by `make notebooks` or `make book` "
+        "(kernel start included) or summed from the lesson's cell times in a `make test` run. "
+        "Learner minutes are an **estimate**, not a measurement: the lesson's "
         f"prose at {WORDS_PER_MINUTE} words a minute, its code at {CODE_LINES_PER_MINUTE} lines a "
         f"minute, and {MINUTES_PER_EXERCISE} minutes per exercise, counted from the notebook by "
         "`scripts/build_book.py`."
