@@ -75,7 +75,15 @@ FRAGMENTS = [
     "endoftext",
     "|>",
 ]
-texts = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=8), max_size=40).map("".join)
+# Characters for the generated texts: every code point this Python's Unicode database assigns.
+# Unassigned ones (category Cn) are left out because the `regex` module and tiktoken's Rust regex
+# ship different Unicode versions: a code point that one of them already classes as a letter is
+# split differently by the other (seen: "\U0003d000's", where minillm keeps "'s" whole and
+# tiktoken reads "'" with the unassigned character). Surrogates (Cs) cannot be encoded as UTF-8.
+ASSIGNED = st.characters(exclude_categories=("Cn", "Cs"))
+texts = st.lists(st.sampled_from(FRAGMENTS) | st.text(ASSIGNED, max_size=8), max_size=40).map(
+    "".join
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +113,7 @@ def test_gpt2_ids_equal_tiktoken_on_generated_text(ours, theirs, text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text())
+@given(st.text(ASSIGNED))
 def test_gpt2_round_trip_and_parity_on_any_str(ours, theirs, text):
     ids = ours.encode(text, disallowed_special=())
     assert ids == theirs.encode(text, disallowed_special=())
