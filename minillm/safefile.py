@@ -20,7 +20,6 @@ tensors, which share storage, are written once: :func:`dedup_tied`); :func:`writ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -311,12 +310,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 (hex) of a file: :func:`minillm.prepare.file_sha256`, the course's one helper."""
+    from minillm.prepare import file_sha256
+
+    return file_sha256(path)
 
 
 def write_manifest(folder: str | Path) -> Path:
