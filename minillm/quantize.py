@@ -55,7 +55,7 @@ __all__ = [
     "unpack_codes",
 ]
 
-BACKENDS = ("dequantize", "kernel")
+BACKENDS = ("dequantize", "kernel", "kernel-bf16")
 FORMAT = "minillm.quantized"
 FORMAT_VERSION = 1
 _INT4_KERNEL_GROUPS = (32, 64, 128, 256)  # group sizes torch._weight_int4pack_mm_for_cpu takes
@@ -100,7 +100,10 @@ class QuantLinear(_QuantStore):
     layout). ``backend="kernel"`` uses PyTorch's CPU low-bit matmuls where the layout allows:
     ``torch._weight_int8pack_mm`` for symmetric per-channel int8, and
     ``torch._weight_int4pack_mm_for_cpu`` for int4 groups of 32/64/128/256; other layouts (and
-    other devices) fall back to dequantizing.
+    other devices) fall back to dequantizing. Those kernels are vectorised for bfloat16
+    activations and slow for float32 ones, so ``backend="kernel-bf16"`` rounds the activations
+    to bfloat16 for the matmul and returns the input's dtype (as torchao's CPU path does): several
+    times faster at batch 1 on a wide layer, for a relative error of about 2⁻⁸ per activation.
     """
 
     def __init__(
@@ -128,10 +131,13 @@ class QuantLinear(_QuantStore):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.backend == "kernel" and x.device.type == "cpu":
+        if self.backend != "dequantize" and x.device.type == "cpu":
             kernel = self._kernel()
             if kernel is not None:
-                y = kernel(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], -1)
+                x2d = x.reshape(-1, self.in_features)
+                if self.backend == "kernel-bf16":
+                    x2d = x2d.to(torch.bfloat16)
+                y = kernel(x2d).to(x.dtype).reshape(*x.shape[:-1], -1)
                 return y if self.bias is None else y + self.bias.to(y.dtype)
         w = self.qweight.dequantize().to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
@@ -249,7 +255,7 @@ def quantize_model(
             one matrix when they are tied, quantized once and shared).
         modules: quantize only these linear layers (names from :func:`linear_names`); None
             means all of them.
-        backend: ``"dequantize"`` or ``"kernel"`` (see :class:`QuantLinear`).
+        backend: ``"dequantize"``, ``"kernel"`` or ``"kernel-bf16"`` (see :class:`QuantLinear`).
 
     Raises:
         ValueError: bad settings, or a group size that does not divide a layer's width (the

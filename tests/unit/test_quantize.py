@@ -211,6 +211,25 @@ def test_kernel_backend_matches_dequantize_backend(gpt, ids):
         torch.testing.assert_close(fast(ids)[0], slow(ids)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_kernel_bf16_backend_rounds_only_the_activations(gpt, ids):
+    """kernel-bf16 equals the kernel on bfloat16-rounded inputs, returned in the input's dtype."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96, bias=False)  # a bias is added in float32 after the matmul
+    x = torch.randn(5, 64)
+    exact = QuantLinear.from_linear(linear, 4, group_size=32, backend="kernel")
+    fast = QuantLinear.from_linear(linear, 4, group_size=32, backend="kernel-bf16")
+    with torch.inference_mode():
+        y = fast(x)
+        want = exact(x.to(torch.bfloat16)).float()
+        close = exact(x)
+    assert y.dtype == torch.float32, y.dtype
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
+    rel = float((y - close).norm() / close.norm())
+    assert 0 < rel < 2e-2, f"bf16 activations should move the output a little, got {rel:.2e}"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        quantize_model(gpt, 4, group_size=32, backend="kernel_bf16")
+
+
 def test_sizes_count_the_tied_matrix_once_and_match_the_file_on_disk(gpt, tmp_path):
     n_params = sum(p.numel() for p in gpt.parameters())  # parameters() lists tied ones once
     assert model_size_bytes(gpt) == 4 * n_params
