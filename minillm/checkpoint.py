@@ -185,6 +185,8 @@ def save_checkpoint(
     data_state: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     tokenizer_fingerprint: str | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, then a rename.
 
@@ -202,13 +204,17 @@ def save_checkpoint(
         data_state, metrics: small JSON-able dicts (data position, last losses).
         tokenizer_fingerprint: :meth:`BPETokenizer.fingerprint` of the tokenizer the data was
             encoded with; ``sample``, ``eval`` and resume check it.
+        model_state, optimizer_state: the full state to save instead of ``model.state_dict()``
+            and ``optimizer.state_dict()`` (an FSDP run gathers it from the ranks' shards);
+            tied weights must be one tensor, as in ``model.state_dict()``.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    params = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    unique, aliases = _unique_tensors(model.state_dict())
+    state = model.state_dict() if model_state is None else model_state
+    params = {name: t.detach().cpu().contiguous() for name, t in state.items()}
+    unique, aliases = _unique_tensors(state)
     tensors = {f"model/{name}": params[name] for name in unique}
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -224,8 +230,10 @@ def save_checkpoint(
         "metrics": metrics or {},
         "tokenizer_fingerprint": tokenizer_fingerprint,
     }
-    if optimizer is not None:
-        header["optimizer"] = _pack_optimizer(optimizer.state_dict(), tensors)
+    if optimizer_state is None and optimizer is not None:
+        optimizer_state = optimizer.state_dict()
+    if optimizer_state is not None:
+        header["optimizer"] = _pack_optimizer(optimizer_state, tensors)
     if scaler is not None and scaler.is_enabled():
         header["scaler"] = _to_jsonable(scaler.state_dict())
     rng_states = rng_states if rng_states is not None else [rng_snapshot(None)]

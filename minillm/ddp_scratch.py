@@ -10,6 +10,8 @@ already initialised (``torchrun``, or :func:`minillm.distributed.launch` from a 
   ``register_post_accumulate_grad_hook`` and asynchronous all-reduces that overlap the rest of the
   backward pass; :class:`BucketDataParallel`: the same with gradients packed into flat buckets, so
   a few large messages replace many small ones (what ``DistributedDataParallel`` does).
+* :class:`ZeroAdamW`: ZeRO stage 1, AdamW whose state is split across the ranks: each rank
+  updates its slice of the weights, then the slices are all-gathered.
 """
 
 from __future__ import annotations
@@ -210,3 +212,67 @@ class BucketDataParallel(HookDataParallel):
                 self._flat[index].zero_()
         self._ready = [0] * len(self.buckets)
         return count
+
+
+class ZeroAdamW:
+    """ZeRO stage 1 from scratch: AdamW whose state is sharded, each rank updating 1/N of it.
+
+    The trainable parameters are viewed as one flat vector of ``P`` numbers, padded to a multiple
+    of ``N``; rank ``r`` owns numbers ``r·P/N`` to ``(r+1)·P/N``. :meth:`step` averages the
+    gradients (one all-reduce of the flat vector: it replaces a data-parallel wrapper), updates
+    this rank's slice with an AdamW whose ``m`` and ``v`` cover that slice only, then all-gathers
+    the slices so every rank holds all the weights again. Weight decay applies to every number
+    (as ``torch.optim.AdamW`` on all parameters), and every trainable parameter needs a gradient.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        self.params = _unique_parameters(module)
+        self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+        self.numel = sum(p.numel() for p in self.params)
+        self.shard_size = -(-self.numel // self.world_size)  # ceiling: the last shard is padded
+        start = self.rank * self.shard_size
+        flat = self._flatten([p.detach() for p in self.params])
+        self.shard = nn.Parameter(flat[start : start + self.shard_size].clone())
+        self.inner = torch.optim.AdamW(
+            [self.shard], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
+        )
+
+    def _flatten(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        return torch.nn.functional.pad(flat, (0, self.shard_size * self.world_size - self.numel))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        missing = [i for i, p in enumerate(self.params) if p.grad is None]
+        if missing:
+            raise RuntimeError(f"parameters {missing[:5]} have no gradient; run backward first")
+        flat_grad = self._flatten([p.grad for p in self.params])
+        dist.all_reduce(flat_grad)  # the data-parallel average: sum, then divide
+        flat_grad /= self.world_size
+        start = self.rank * self.shard_size
+        self.shard.grad = flat_grad[start : start + self.shard_size].clone()
+        self.inner.step()  # this rank's slice only
+        slices = [torch.empty_like(self.shard) for _ in range(self.world_size)]
+        dist.all_gather(slices, self.shard.detach())
+        flat = torch.cat(slices)
+        offset = 0
+        for p in self.params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_bytes(self) -> int:
+        """Bytes of this rank's AdamW state (``m`` and ``v`` of its slice; the step count left out)."""
+        state = self.inner.state.get(self.shard, {})
+        return sum(v.numel() * v.element_size() for v in state.values() if v.dim() > 0)

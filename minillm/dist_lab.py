@@ -21,7 +21,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.ddp_scratch import BucketDataParallel, HookDataParallel, ring_all_reduce
+from minillm.ddp_scratch import (
+    BucketDataParallel,
+    HookDataParallel,
+    ZeroAdamW,
+    broadcast_parameters,
+    ring_all_reduce,
+)
 from minillm.model import GPT, GPTConfig
 
 TOY_SHAPE: dict[str, int] = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -292,91 +298,6 @@ def scaling_run(
     }
 
 
-# --- minillm.train under torchrun, against one process on the same global batch ----------------
-
-TRAIN_SHAPE: dict[str, int] = dict(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16)
-
-
-def train_demo_tokens(world: int) -> Any:
-    """Tokens whose rank shards are exactly one window each, so every batch is known in advance.
-
-    ``minillm.train`` gives rank ``r`` the ``r``-th slice of the tokens and draws random windows
-    from it; a slice of ``block_size + 1`` tokens holds a single window, so rank ``r``'s batch is
-    that window repeated, whatever the random draw, and the global batch is known.
-    """
-    import numpy as np
-
-    size = TRAIN_SHAPE["block_size"] + 1
-    rng = np.random.default_rng(0)
-    return rng.integers(0, TRAIN_SHAPE["vocab_size"], world * size).astype(np.uint16)
-
-
-def train_demo_config(out_dir: str, steps: int) -> Any:
-    """The small ``TrainConfig`` of the demo: AdamW with warmup, cosine and clipping, float32."""
-    from minillm.train import TrainConfig
-
-    return TrainConfig(
-        out_dir=str(out_dir), max_steps=steps, batch_size=2, warmup_steps=2, eval_interval=steps,
-        eval_batches=1, log_interval=1, checkpoint_interval=steps, progress=False,
-        device="cpu", dtype="float32", overwrite=True,
-    )  # fmt: skip
-
-
-def train_demo_model() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**TRAIN_SHAPE))
-
-
-def train_reference(steps: int, world: int = 2) -> dict[str, torch.Tensor]:
-    """One process, written out by hand, on the global batch that ``world`` ranks see together."""
-    from minillm.train import configure_optimizer, get_lr
-
-    config = train_demo_config(".", steps)
-    model = train_demo_model()
-    opt = configure_optimizer(
-        model, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-        betas=(config.beta1, config.beta2), device_type="cpu",
-    )  # fmt: skip
-    windows = torch.from_numpy(train_demo_tokens(world).astype("int64")).view(world, -1)
-    batch = windows.repeat_interleave(config.batch_size, dim=0)  # (world·B, T+1)
-    x, y = batch[:, :-1], batch[:, 1:]
-    for step in range(steps):
-        lr = get_lr(
-            step, max_lr=config.learning_rate, min_lr=config.final_lr,
-            warmup_steps=config.warmup_steps, max_steps=config.max_steps,
-        )  # fmt: skip
-        for group in opt.param_groups:
-            group["lr"] = lr
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return weights(model)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``torchrun ... -m minillm.dist_lab OUT_DIR STEPS``: train the demo, save each rank's weights."""
-    import sys
-    from pathlib import Path
-
-    from minillm.distributed import dist_info
-    from minillm.train import train
-
-    out_dir, steps = (argv if argv is not None else sys.argv[1:])[:2]
-    info = dist_info()
-    tokens = train_demo_tokens(info.world_size)
-    result = train(
-        train_demo_config(out_dir, int(steps)), model=train_demo_model(),
-        train_tokens=tokens, val_tokens=tokens,
-    )  # fmt: skip
-    torch.save(weights(result.model), Path(out_dir) / f"weights_rank{info.rank}.pt")
-
-
-if __name__ == "__main__":
-    main()
-
-
 def fsdp_section(rank: int, world: int, steps: int = 20) -> dict[str, Any]:
     """Run on every rank: the toy GPT sharded with FSDP2 (``fully_shard``), trained with AdamW.
 
@@ -413,3 +334,24 @@ def fsdp_section(rank: int, world: int, steps: int = 20) -> dict[str, Any]:
         "full_param_bytes": full_param_bytes,
         "full_optimizer_bytes": 2 * full_param_bytes,  # AdamW's m and v
     }
+
+
+def zero1_section(rank: int, world: int, steps: int = 20) -> dict[str, Any]:
+    """Run on every rank: the toy GPT trained with :class:`ZeroAdamW` (ZeRO stage 1).
+
+    Ranks start from different seeds (the broadcast makes them equal) and train on their rows of
+    the global batches with the hyper-parameters of ``make_optimizer("adamw")``, so the weights
+    must match :func:`reference`'s ``"adamw"``. Returns them with this rank's AdamW state bytes
+    beside the state plain AdamW holds for the whole model.
+    """
+    model = toy_model(rank)
+    broadcast_parameters(model)
+    opt = ZeroAdamW(model, lr=3e-3, weight_decay=0.1)
+    for step in range(steps):
+        x, y = (rows_of_rank(t, rank, world) for t in toy_batch(step))
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    full = 2 * sum(p.numel() * p.element_size() for p in opt.params)  # AdamW's m and v
+    return {"weights": weights(model), "state_bytes": opt.state_bytes(), "full_state_bytes": full}

@@ -2,8 +2,11 @@
 
 Taught in lesson 06 (distributed training). :func:`minillm.train.train` reads the ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` variables that ``torchrun`` sets (:func:`dist_info`), joins the
-process group (:func:`init_distributed`: gloo on CPUs, nccl on CUDA), trains on this rank's
-shard of the data (:func:`shard_for_rank`) and averages scalars across ranks (:func:`all_mean`).
+process group (:func:`init_distributed`: gloo on CPUs, nccl on CUDA), trains on this rank's rows
+of each global batch (:func:`rows_of_rank`) and averages scalars across ranks (:func:`all_mean`).
+Two strategies share the work (:data:`STRATEGIES`): DDP replicates the model, FSDP2 shards it
+(:func:`shard_model`); under FSDP a checkpoint gathers the full, unsharded state on rank 0
+(:func:`full_model_state`, :func:`full_optimizer_state`), in the format one process writes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from minillm.utils import auto_device
 
@@ -95,12 +99,139 @@ def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
-def shard_for_rank(tokens: Any, info: DistInfo) -> Any:
-    """The contiguous slice of ``tokens`` that this rank trains on (all of it on one process)."""
+def rows_of_rank(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's rows of a global batch: rows ``rank·B`` to ``(rank+1)·B`` of ``world·B``.
+
+    Every rank draws the same global batch from the same generator and keeps its own rows, so
+    the global batch depends on the seed and ``batch_size × world_size`` only: ``N`` ranks of
+    ``B`` rows train on exactly what one process with ``N·B`` rows does.
+    """
     if not info.enabled:
-        return tokens
-    size = len(tokens) // info.world_size
-    return tokens[info.rank * size : (info.rank + 1) * size]
+        return batch
+    rows = batch.shape[0] // info.world_size
+    return batch[info.rank * rows : (info.rank + 1) * rows]
+
+
+# --- Sharding the model with FSDP2, and checkpoints of the full state -------------------------
+
+STRATEGIES = ("ddp", "fsdp")  # how several ranks share the work (one process ignores it)
+
+
+def shard_model(model: nn.Module) -> nn.Module:
+    """Shard ``model`` over all ranks with FSDP2: each transformer block, then the root.
+
+    Sharding per block lets a block's weights be all-gathered just before it runs and freed
+    after; the root unit holds the rest (embeddings, tied output layer, final norm). Every
+    parameter becomes a ``DTensor`` holding this rank's slice of its first dimension. The
+    process group must already exist. Returns the same module (its class now an FSDP subclass).
+    """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    device = next(model.parameters()).device
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    blocks = getattr(getattr(model, "transformer", None), "h", None)
+    for block in blocks if blocks is not None else []:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: the local shard of an FSDP ``DTensor``, else the tensor."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def all_finite(model: nn.Module, info: DistInfo) -> bool:
+    """Whether every weight of every rank is finite (the same answer on all ranks)."""
+    finite = all(bool(torch.isfinite(local_part(p)).all()) for p in model.parameters())
+    if not info.enabled:
+        return finite
+    import torch.distributed as dist
+
+    flag = torch.tensor(1 if finite else 0)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # gathered to whole tensors, on the CPU of rank 0 only (the other ranks get empty dicts)
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _tied_names(model: nn.Module) -> dict[str, str]:
+    """Parameter names that share one tensor with an earlier name (tied weights)."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            tied[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return tied
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict of an FSDP model on rank 0 (``{}`` elsewhere); every rank calls it.
+
+    Gathering copies tied weights separately; they are made one tensor again, so the checkpoint
+    stores them once, as :func:`minillm.checkpoint.save_checkpoint` does for an unsharded model.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_full_options())
+    for name, target in _tied_names(model).items():
+        if name in state and target in state:
+            state[name] = state[target]
+    return state
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The unsharded optimizer state on rank 0 (``{}`` elsewhere), keyed as one process keys it.
+
+    PyTorch gathers it keyed by parameter name; ``optimizer.state_dict()`` numbers the
+    parameters in the order of the groups, so the names are turned back into those numbers.
+    """
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    named = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if not named:
+        return {}
+    number: dict[str, int] = {}
+    groups = []
+    for group in named["param_groups"]:
+        ids = [number.setdefault(name, len(number)) for name in group["params"]]
+        groups.append({**group, "params": ids})
+    state = {number[name]: entries for name, entries in named["state"].items()}
+    return {"state": state, "param_groups": groups}
+
+
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Load a full state (as one process saves it) into the optimizer of an FSDP model."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    ordered = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    named = {
+        "state": {ordered[index]: entries for index, entries in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [ordered[index] for index in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
+    # every rank read the whole file: each keeps its own slices, no broadcast needed
+    set_optimizer_state_dict(
+        model, optimizer, named, options=StateDictOptions(full_state_dict=True)
+    )
 
 
 # --- Launching a few CPU ranks from a notebook or a test (lesson 06) ----------------------------

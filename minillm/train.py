@@ -49,11 +49,17 @@ from minillm.checkpoint import (
     save_checkpoint,
 )
 from minillm.distributed import (
+    STRATEGIES,
+    all_finite,
     all_mean,
     dist_info,
+    full_model_state,
+    full_optimizer_state,
     init_distributed,
+    load_full_optimizer_state,
     pick_device,
-    shard_for_rank,
+    rows_of_rank,
+    shard_model,
 )
 from minillm.precision import DTYPES, autocast_context, make_grad_scaler
 from minillm.runlog import LOG_NAME, append_log, truncate_log
@@ -70,11 +76,12 @@ from minillm.utils import (
 # ---------------------------------------------------------------------------------------------
 
 
-def _setting(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A dataclass field with a help text (shown by ``minillm train --help``)."""
+def _setting(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:  # noqa: A002
+    """A dataclass field with a help text (shown by ``minillm train --help``) and its choices."""
+    metadata = {"help": help, "choices": choices}
     if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -112,7 +119,13 @@ class TrainConfig:
         "float32",
         "float32, bfloat16 (autocast) or float16 (autocast + loss scaling; slow on a CPU)",
     )
-    compile: bool = _setting(False, "run the model through torch.compile")
+    compile: bool = _setting(False, "run the model through torch.compile(fullgraph=True)")
+    strategy: str = _setting(
+        "ddp",
+        "with several ranks (torchrun): ddp (replicate the model) or fsdp (FSDP2: shard "
+        "weights, gradients and AdamW state per block); one process ignores it",
+        choices=STRATEGIES,
+    )
     device: str = _setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     seed: int = _setting(1337, "seed for the model's initialisation and the batch order")
     progress: bool = _setting(True, "show a progress bar (loss, tokens/s, MFU)")
@@ -230,6 +243,14 @@ def _check_values(config: TrainConfig) -> None:
         raise ValueError(f"block_size must be >= 1 or None, got {config.block_size}")
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {config.dtype!r}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {config.strategy!r}")
+    if config.strategy == "fsdp" and (config.compile or config.dtype == "float16"):
+        # neither combination is tested here: refuse it rather than fail mid-run
+        raise ValueError(
+            "strategy='fsdp' runs without compile and with dtype float32 or bfloat16; "
+            f"got compile={config.compile}, dtype={config.dtype!r}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +413,11 @@ class _Run:
             seed_everything(config.seed)  # the same initial weights on every rank and every run
             model = build_model(config, vocab_size)
         self.model = model.to(self.device)
+        if checkpoint is not None:  # into the whole model, before FSDP shards it
+            self._restore_model(checkpoint)
+        self.fsdp = info.enabled and config.strategy == "fsdp"
+        if self.fsdp:
+            self.model = shard_model(self.model)
         self.block_size = config.block_size or _model_block_size(model)
         if self.block_size is None:
             raise ValueError("block_size is None and the model has no config.block_size; set it")
@@ -402,8 +428,7 @@ class _Run:
             )
         check_tokens(train_tokens, self.block_size, "train")
         check_tokens(val_tokens, self.block_size, "validation")
-        self.train_tokens = shard_for_rank(train_tokens, info)
-        check_tokens(self.train_tokens, self.block_size, f"train (rank {info.rank} shard)")
+        self.train_tokens = train_tokens  # each rank draws the global batch, keeps its rows
         self.val_tokens = val_tokens
 
         self.optimizer = configure_optimizer(
@@ -414,12 +439,12 @@ class _Run:
             device_type=self.device.type,
         )
         self.scaler = make_grad_scaler(config.dtype, self.device)  # float16 only (lesson 07)
-        self.generator = batch_generator(config.seed, info.rank)
+        self.generator = batch_generator(config.seed)  # one stream, the same on every rank
         self.step = 0
         self.tokens_seen = 0
         self.last_saved_step: int | None = None
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self._restore_state(checkpoint)
         self.forward_model = self._wrap(self.model)
 
     def _checkpoint_to_resume(self, resume: bool) -> Checkpoint | None:
@@ -432,24 +457,34 @@ class _Run:
             )
         return None
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
+    def _restore_model(self, checkpoint: Checkpoint) -> None:
         _check_same_model_config(checkpoint, self.model)
         if self.tokenizer is not None:
             check_tokenizer(checkpoint, self.tokenizer, Path(self.config.data_dir) / TOKENIZER_NAME)
         load_model_state(self.model, checkpoint)
         if checkpoint.optimizer_state is None:
             raise CheckpointError(f"{checkpoint.path} holds no optimizer state to resume from")
+
+    def _restore_state(self, checkpoint: Checkpoint) -> None:
+        """Optimizer, scaler, random streams and counters (the weights are already loaded)."""
         check_optimizer_fits(checkpoint, self.optimizer)
-        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        if self.fsdp:  # the file holds the full state: each rank keeps its shard
+            load_full_optimizer_state(self.model, self.optimizer, checkpoint.optimizer_state)
+        else:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
         if checkpoint.scaler_state and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint.scaler_state)
         states = checkpoint.rng_states or []
-        if len(states) == self.info.world_size:
-            restore_rng(states[self.info.rank], self.generator)
-        elif self.info.is_main:
+        if states:  # a rank of another world size takes rank 0's: the batch stream is shared
+            restore_rng(states[self.info.rank % len(states)], self.generator)
+        saved = checkpoint.train_config or {}
+        saved_rows = saved.get("batch_size", 0) * checkpoint.data_state.get("world_size", 1)
+        rows = self.config.batch_size * self.info.world_size
+        if "batch_size" in saved and saved_rows != rows and self.info.is_main:
             print(
-                f"warning: {checkpoint.path} was saved by {len(states)} process(es), this run "
-                f"has {self.info.world_size}; batches after the resume will differ",
+                f"warning: {checkpoint.path} was trained on global batches of {saved_rows} rows, "
+                f"this run draws {rows}; batches after the resume will differ from the "
+                "uninterrupted run's",
                 file=sys.stderr,
             )
         self.step = checkpoint.step
@@ -460,8 +495,9 @@ class _Run:
         if self.config.compile:
             # the compiled forward skips the model's id-range check (lesson 07): check the data
             _check_id_range(self.model, self.train_tokens, self.val_tokens)
-            model = torch.compile(model)
-        if self.info.enabled:
+            # fullgraph: a graph break is an error here, not a silent slowdown
+            model = torch.compile(model, fullgraph=True)
+        if self.info.enabled and not self.fsdp:  # an FSDP model is its own wrapper
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -487,13 +523,15 @@ class _Run:
             group["lr"] = lr
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
+        rows = c.batch_size * self.info.world_size  # the global micro-batch
         for micro in range(c.grad_accum_steps):
-            x, y = draw_batch(
-                self.train_tokens, c.batch_size, self.block_size, self.generator, self.device
-            )
+            x, y = draw_batch(self.train_tokens, rows, self.block_size, self.generator, None)
+            x, y = (rows_of_rank(t, self.info).to(self.device) for t in (x, y))
             last = micro == c.grad_accum_steps - 1
             sync = contextlib.nullcontext()
-            if self.info.enabled and not last:
+            if self.fsdp:  # reduce-scatter the gradients once, after the last micro-batch
+                self.model.set_requires_gradient_sync(last)
+            elif self.info.enabled and not last:
                 sync = self.forward_model.no_sync()  # all-reduce gradients once, at the end
             with sync, self.ctx:
                 _, loss = self.forward_model(x, y)
@@ -540,9 +578,16 @@ class _Run:
         return loss
 
     def save(self, metrics: dict[str, Any]) -> None:
-        """Save on rank 0 (after gathering every rank's random state); never save bad weights."""
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        """Save on rank 0 (after gathering every rank's random state); never save bad weights.
+
+        Under FSDP every rank first helps gather the full weights and optimizer state.
+        """
+        if not all_finite(self.model, self.info):
             self._fail(f"the weights hold NaN or infinity after step {self.step}")
+        model_state = optimizer_state = None
+        if self.fsdp:
+            model_state = full_model_state(self.model)
+            optimizer_state = full_optimizer_state(self.model, self.optimizer)
         snapshot = rng_snapshot(self.generator)
         states = [snapshot]
         if self.info.enabled:
@@ -562,7 +607,13 @@ class _Run:
                 data_state={"tokens_seen": self.tokens_seen, "world_size": self.info.world_size},
                 metrics=metrics,
                 tokenizer_fingerprint=self.tokenizer.fingerprint() if self.tokenizer else None,
+                model_state=model_state,
+                optimizer_state=optimizer_state,
             )
+        if self.info.enabled:  # no rank goes on (or returns, and resumes) before the file exists
+            import torch.distributed as dist
+
+            dist.barrier()
         self.last_saved_step = self.step
 
 
@@ -625,8 +676,11 @@ def train(
     from ``config.model_preset`` unless one is given. Every ``eval_interval`` steps the
     validation loss is measured; every ``log_interval`` steps metrics are appended to
     ``out_dir/log.jsonl``; every ``checkpoint_interval`` steps (and at the end)
-    ``out_dir/checkpoint.safetensors`` is replaced atomically. Under ``torchrun`` each rank
-    trains on its shard of the data and only rank 0 logs and saves.
+    ``out_dir/checkpoint.safetensors`` is replaced atomically. Under ``torchrun`` every rank
+    draws the same global batch of ``batch_size × world_size`` rows and trains on its own
+    ``batch_size`` rows, so ``N`` ranks equal one process with ``N`` times the batch; the ranks
+    share the model by ``config.strategy`` (DDP or FSDP2) and only rank 0 logs and saves (a
+    full, unsharded checkpoint either way: it resumes under any strategy and world size).
 
     Args:
         config: the run's settings.

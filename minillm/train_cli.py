@@ -62,7 +62,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             else hint
         )
         parse = _parse_none(kind) if type(None) in typing.get_args(hint) else kind
-        parser.add_argument(flag, type=parse, default=None, metavar=f.name.upper(), help=help_text)
+        choices = f.metadata.get("choices") or None  # argparse names them in its error
+        metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+        parser.add_argument(
+            flag, type=parse, choices=choices, default=None, metavar=metavar, help=help_text
+        )
     parser.add_argument(
         "--model-override",
         dest="model_overrides",
