@@ -172,9 +172,9 @@ class SequenceClassifier(nn.Module):
     """A linear head on the final hidden state of a sequence's last real token.
 
     The course GPT has no padding mask, so a pad token would be attended to and would shift
-    the positions of left-padded rows. The classifier therefore runs the body on each row's
-    real tokens only (rows of equal length together): left and right padding give the same
-    logits. Reading the hidden state *at the last position* of a right-padded batch, a common
+    the positions of left-padded rows. The classifier therefore moves each row's real tokens to
+    the front before the (causal) body runs, so pads come only after every real token and no
+    real token sees one: left and right padding give the same logits. Reading the hidden state *at the last position* of a right-padded batch, a common
     bug, would read a pad token instead.
 
     Args:
@@ -197,16 +197,17 @@ class SequenceClassifier(nn.Module):
             raise ValueError(
                 f"ids {tuple(ids.shape)} and attention {tuple(attention.shape)} differ"
             )
-        lengths = attention.sum(1)
         last_token_index(attention)  # validates the mask
-        out = torch.empty(ids.shape[0], self.body.config.n_embd, device=ids.device)
-        for length in lengths.unique().tolist():
-            rows = (lengths == length).nonzero().squeeze(1)
-            real = ids[rows][attention[rows].bool()].view(len(rows), length)
-            self.body._check_ids(real)
-            hidden = self.body._hidden(real, 0, None)  # (rows, length, n_embd)
-            out[rows] = hidden[:, -1].to(out.dtype)
-        return out
+        lengths = attention.sum(1)
+        # Move each row's real tokens to the front, in order (stable sort: real before pad).
+        # Every row is then right-padded from position 0, and under causal attention a real
+        # token sees only the real tokens before it at their own positions, as if the row ran
+        # alone: one batched pass serves rows of every length, whatever the padding side.
+        order = torch.argsort((attention == 0).to(torch.int8), dim=1, stable=True)
+        packed = torch.gather(ids, 1, order)[:, : int(lengths.max())]
+        self.body._check_ids(packed)
+        hidden = self.body._hidden(packed, 0, None)  # (B, longest, n_embd)
+        return hidden[torch.arange(ids.shape[0], device=ids.device), lengths - 1]
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """(B, num_classes) logits."""

@@ -10,7 +10,10 @@ Taught in lesson 08 (fine-tuning). One run adapts a base model (the course model
 - ``sft``: every parameter, the chat template with its special tokens (:mod:`minillm.sft`);
 - ``dpo``: preference tuning of an SFT model (``--checkpoint`` of a ``--method sft`` run), the
   SFT model itself as the frozen reference (:mod:`minillm.dpo`);
-- ``classify``: a linear head (and, by default, the last block) for comedy / tragedy / history.
+- ``classify``: a linear head (and, by default, the last two blocks) for comedy / tragedy /
+  history, on its own passages: ``--classify-chars`` long (default 400, near the model's
+  128-token context; the generation tasks' ``--max-chars`` passages are too short to tell genre
+  from), ``--classify-per-play`` of them per play.
 
 The guarantees are those of ``minillm train``: the checkpoint (``OUT/checkpoint.safetensors``:
 weights, optimizer, step, random state, settings) is written atomically every ``--save-every``
@@ -74,7 +77,9 @@ class FinetuneSettings:
     alpha: float = 16.0
     targets: list[str] = field(default_factory=lambda: ["c_attn", "c_fc"])
     beta: float = 0.1
-    train_last_block: bool = True
+    train_blocks: int = 2  # classify: the last blocks trained with the head (0: head only)
+    classify_chars: int = 400
+    classify_per_play: int = 96
     seed: int = 0
     n_resamples: int = 1000
     forgetting_chars: int = 0
@@ -82,11 +87,12 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        for name in ("steps", "batch_size", "per_play", "max_chars", "rank", "n_resamples"):
+        positive = ("steps", "batch_size", "per_play", "max_chars", "rank", "n_resamples")
+        for name in (*positive, "classify_chars", "classify_per_play"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("warmup", "seed", "forgetting_chars"):
+        for name in ("warmup", "seed", "forgetting_chars", "train_blocks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
@@ -94,8 +100,6 @@ class FinetuneSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if self.method == "classify" and "genre" not in self.tasks:
-            raise ValueError("--method classify needs the 'genre' task in --tasks")
 
     @property
     def learning_rate(self) -> float:
@@ -260,18 +264,29 @@ def pad_texts(tokenizer, texts: Sequence[str], side: str = "right", max_len: int
     return ids, attention
 
 
+def classify_data(settings: FinetuneSettings, docs: Sequence | None = None) -> dict[str, list]:
+    """The genre passages of ``--method classify`` (and of its baselines), split by play."""
+    from minillm.instructions import build_instructions
+
+    return build_instructions(
+        settings.classify_per_play,
+        tasks=["genre"],
+        max_chars=settings.classify_chars,
+        seed=settings.seed,
+        docs=docs,
+    )
+
+
 def _classify_job(settings, base, tokenizer, data) -> _Job:
     train_texts, train_labels = genre_passages(data["train"])
     eval_texts, eval_labels = genre_passages(data["eval"])
     model = ft.SequenceClassifier(copy.deepcopy(base), len(GENRE_NAMES))
     for p in model.body.parameters():
         p.requires_grad_(False)
-    if settings.train_last_block:
-        for p in [
-            *model.body.transformer.h[-1].parameters(),
-            *model.body.transformer.ln_f.parameters(),
-        ]:
-            p.requires_grad_(True)
+    if settings.train_blocks:  # the last blocks (all of them in a shallower model) and ln_f
+        for block in model.body.transformer.h[-settings.train_blocks :]:
+            block.requires_grad_(True)
+        model.body.transformer.ln_f.requires_grad_(True)
     limit = base.config.block_size
     ids, attention = pad_texts(tokenizer, train_texts, "right", limit)
     eval_ids, eval_attention = pad_texts(tokenizer, eval_texts, "right", limit)
@@ -306,13 +321,16 @@ def _make_job(settings, base, tokenizer, docs=None) -> _Job:
             "`minillm finetune --method sft` run (its tokenizer has the chat tokens)"
         )
 
-    data = build_instructions(
-        settings.per_play,
-        tasks=settings.tasks,
-        max_chars=settings.max_chars,
-        seed=settings.seed,
-        docs=docs,
-    )
+    if settings.method == "classify":
+        data = classify_data(settings, docs)
+    else:
+        data = build_instructions(
+            settings.per_play,
+            tasks=settings.tasks,
+            max_chars=settings.max_chars,
+            seed=settings.seed,
+            docs=docs,
+        )
     if not data["train"] or not data["eval"]:
         raise ValueError("the instruction set is empty: the corpus has no known plays")
     builder = {"dpo": _dpo_job, "classify": _classify_job}.get(settings.method, _supervised_job)
@@ -603,10 +621,23 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--beta", type=checked_number(float, low=0, low_open=True), default=defaults.beta
     )
     parser.add_argument(
-        "--train-last-block",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.train_last_block,
-        help="classify: also train the last transformer block (else the head only)",
+        "--train-blocks",
+        type=checked_number(int, low=0),
+        default=defaults.train_blocks,
+        help="classify: also train this many last transformer blocks (0: the head only)",
+    )
+    parser.add_argument(
+        "--classify-chars",
+        type=checked_number(int, low=1),
+        default=defaults.classify_chars,
+        help="classify: longest passage in characters (its own setting: --max-chars is the "
+        "generation tasks')",
+    )
+    parser.add_argument(
+        "--classify-per-play",
+        type=checked_number(int, low=1, high=10_000),
+        default=defaults.classify_per_play,
+        help="classify: passages per play",
     )
     parser.add_argument(
         "--seed", type=checked_number(int, low=0, high=MAX_SEED), default=defaults.seed

@@ -10,6 +10,13 @@ the output is exactly the base layer's. :func:`apply_lora` swaps the targeted ``
 modules of any model for :class:`LoRALinear` and freezes everything else; :func:`merge_lora`
 folds ``W + (alpha/r) B A`` back into plain ``nn.Linear`` layers (no inference cost).
 
+Tokens added after pretraining (the chat template's ``<|user|>``, ``<|assistant|>``, ``<|end|>``)
+have embedding rows the model never learned; frozen under LoRA, they stay as initialised (three
+identical mean rows, so the tied output layer cannot even tell ``<|end|>`` from ``<|user|>``).
+``apply_lora(..., trainable_token_ids=[...])`` trains those rows only, as peft's
+``trainable_token_indices`` does: :class:`TrainableTokens` keeps the embedding frozen and learns
+a copy of the chosen rows, and a tied output layer reads the same rows (:class:`TiedTokensHead`).
+
 The parameter names (``lora_A``, ``lora_B``, ``scaling``), the operation order and the saved
 files (:func:`save_adapter`: ``adapter_config.json`` + ``adapter_model.safetensors``) follow
 ``peft``, so an adapter trained here loads with ``peft.PeftModel.from_pretrained`` on the
@@ -32,6 +39,8 @@ from torch import nn
 __all__ = [
     "LoRAConfig",
     "LoRALinear",
+    "TrainableTokens",
+    "TiedTokensHead",
     "apply_lora",
     "merge_lora",
     "lora_state_dict",
@@ -60,6 +69,9 @@ class LoRAConfig:
         dropout: dropout on the adapter's input (not on the frozen path).
         rslora: scale by ``alpha / sqrt(r)`` instead (rank-stabilised LoRA, Kalajdzievski 2023),
             so the update's size does not shrink as ``r`` grows.
+        trainable_token_ids: rows of the token embedding to train as well (new special tokens),
+            every other row frozen; peft's ``trainable_token_indices``. None: none.
+        token_module: the name of the token embedding (an ``nn.Embedding``).
     """
 
     targets: list[str] = field(default_factory=lambda: ["c_attn"])
@@ -67,6 +79,8 @@ class LoRAConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     rslora: bool = False
+    trainable_token_ids: list[int] | None = None
+    token_module: str = "transformer.wte"
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
@@ -85,6 +99,18 @@ class LoRAConfig:
             raise ValueError(f"LoRAConfig.alpha must be a positive number, got {self.alpha!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRAConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        ids = self.trainable_token_ids
+        if ids is not None:
+            ids = list(ids)
+            if not ids or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
+            ):
+                raise ValueError(
+                    f"LoRAConfig.trainable_token_ids must be non-negative ints, got {ids!r}"
+                )
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"LoRAConfig.trainable_token_ids has duplicates: {ids!r}")
+            self.trainable_token_ids = ids
 
     @property
     def scaling(self) -> float:
@@ -164,6 +190,67 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}, rslora={self.rslora}"
 
 
+class TrainableTokens(nn.Module):
+    """An ``nn.Embedding`` with rows ``token_ids`` trained and every other row frozen.
+
+    The trained rows live in ``trainable_tokens_delta`` (peft's name; it holds the rows' values,
+    starting as a copy of them, not a difference), written over the frozen table at each call:
+    the gradient reaches those rows only, and the optimiser never sees the rest of the table.
+
+    Args:
+        base: the embedding; its weight is frozen.
+        token_ids: the rows to train (distinct, inside the vocabulary).
+    """
+
+    def __init__(self, base: nn.Embedding, token_ids: list[int]) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Embedding):
+            raise TypeError(f"TrainableTokens wraps an nn.Embedding, got {type(base).__name__}")
+        bad = [i for i in token_ids if not 0 <= i < base.num_embeddings]
+        if bad:
+            raise ValueError(
+                f"trainable token ids {bad} are outside the embedding's {base.num_embeddings} rows"
+            )
+        self.base = base
+        base.weight.requires_grad_(False)
+        ids = torch.tensor(token_ids, dtype=torch.long, device=base.weight.device)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.trainable_tokens_delta = nn.Parameter(base.weight.detach()[ids].clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The table in use: the frozen rows, with the trained rows written over theirs."""
+        return self.base.weight.index_copy(0, self.token_ids, self.trainable_tokens_delta)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(idx, self.weight, self.base.padding_idx)
+
+    def extra_repr(self) -> str:
+        return f"token_ids={self.token_ids.tolist()}"
+
+
+class TiedTokensHead(nn.Module):
+    """An output layer tied to a :class:`TrainableTokens` embedding: logits use its trained rows.
+
+    The embedding is held in a list, not as a submodule, so its parameter is registered (and
+    counted, saved, optimised) once, by the embedding.
+    """
+
+    def __init__(self, base: nn.Linear, tokens: TrainableTokens) -> None:
+        super().__init__()
+        self.base = base
+        self._tokens = [tokens]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self._tokens[0]
+        # The frozen table scores every token (no weight gradient: the big matmul of the
+        # backward pass is skipped, as in plain LoRA); the trained rows' scores replace theirs.
+        logits = nn.functional.linear(x, tokens.base.weight, self.base.bias)
+        bias = None if self.base.bias is None else self.base.bias[tokens.token_ids]
+        logits[..., tokens.token_ids] = nn.functional.linear(x, tokens.trainable_tokens_delta, bias)
+        return logits
+
+
 def _shared_weight_names(model: nn.Module) -> set[str]:
     """Names of modules whose weight tensor is also used by another module (weight tying)."""
     owners: dict[int, list[str]] = {}
@@ -184,7 +271,9 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None, **kwargs: Any
     """Wrap every targeted ``nn.Linear`` of ``model`` in :class:`LoRALinear`, in place.
 
     Every other parameter is frozen, so an optimiser over the parameters that require
-    gradients trains the adapters only. The config is kept as ``model.lora_config``.
+    gradients trains the adapters only (and the rows ``trainable_token_ids`` of the token
+    embedding, if given: see :class:`TrainableTokens`; an output layer tied to the embedding
+    then reads the same rows). The config is kept as ``model.lora_config``.
 
     Args:
         model: any module (a :class:`minillm.model.GPT`, a ``transformers`` model with
@@ -196,13 +285,14 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None, **kwargs: Any
 
     Raises:
         ValueError: no module matches the targets, a target is not an ``nn.Linear``, a
-            target's weight is tied to another module, or the model already has adapters.
+            target's weight is tied to another module, the model already has adapters, or
+            ``token_module`` is not an ``nn.Embedding`` holding ``trainable_token_ids``.
     """
     if config is None:
         config = LoRAConfig(**kwargs)
     elif kwargs or not isinstance(config, LoRAConfig):
         raise TypeError("pass either a LoRAConfig or its fields as keywords, not both")
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
+    if any(isinstance(m, (LoRALinear, TrainableTokens)) for m in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge_lora it first")
     names = [n for n, _ in model.named_modules() if n and config.matches(n)]
     if not names:
@@ -220,6 +310,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None, **kwargs: Any
                 f"target {name!r} shares its weight with another module (weight tying); merging "
                 "an adapter into it would change both. Pick other targets."
             )
+    embedding, heads = _token_embedding(model, config) if config.trainable_token_ids else (None, [])
     for param in model.parameters():
         param.requires_grad_(False)
     for name in names:
@@ -227,20 +318,72 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None, **kwargs: Any
         _set_module(
             model, name, LoRALinear(base, config.r, config.alpha, config.dropout, config.rslora)
         )
+    if embedding is not None:
+        tokens = TrainableTokens(embedding, config.trainable_token_ids)
+        _set_module(model, config.token_module, tokens)
+        for name in heads:
+            _set_module(model, name, TiedTokensHead(model.get_submodule(name), tokens))
     model.lora_config = config
     return model
+
+
+def _token_embedding(model: nn.Module, config: LoRAConfig) -> tuple[nn.Embedding, list[str]]:
+    """The embedding ``config.token_module`` and the names of the linear layers tied to it."""
+    try:
+        embedding = model.get_submodule(config.token_module)
+    except AttributeError:
+        embedding = None
+    if not isinstance(embedding, nn.Embedding):
+        raise ValueError(
+            f"token_module {config.token_module!r} is not an nn.Embedding of the model "
+            f"(found {type(embedding).__name__}); trainable_token_ids needs the token embedding"
+        )
+    bad = [i for i in config.trainable_token_ids or [] if i >= embedding.num_embeddings]
+    if bad:
+        raise ValueError(
+            f"trainable token ids {bad} are outside the embedding's {embedding.num_embeddings} rows"
+        )
+    heads = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.weight is embedding.weight
+    ]
+    return embedding, heads
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every :class:`LoRALinear` by the equivalent plain ``nn.Linear``, in place.
 
-    The merged layers are trainable again (``requires_grad=True``), as in a fresh model.
+    Trained token rows (:class:`TrainableTokens`) are written into a plain ``nn.Embedding``,
+    and an output layer tied to it is tied to the new one. The merged layers are trainable again
+    (``requires_grad=True``), as in a fresh model.
     """
     names = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
-    if not names:
+    token_names = [n for n, m in model.named_modules() if isinstance(m, TrainableTokens)]
+    if not names and not token_names:
         raise ValueError("the model has no LoRA adapters to merge")
     for name in names:
         _set_module(model, name, model.get_submodule(name).merged())
+    merged_tokens = {}
+    for name in token_names:
+        tokens = model.get_submodule(name)
+        old = tokens.base
+        new = nn.Embedding(
+            old.num_embeddings,
+            old.embedding_dim,
+            padding_idx=old.padding_idx,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+        )
+        with torch.no_grad():
+            new.weight.copy_(tokens.weight)
+        merged_tokens[id(tokens)] = new
+        _set_module(model, name, new)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, TiedTokensHead):
+            head = module.base
+            head.weight = merged_tokens[id(module._tokens[0])].weight  # tied again
+            _set_module(model, name, head)
     for param in model.parameters():
         param.requires_grad_(True)
     if hasattr(model, "lora_config"):
@@ -249,12 +392,19 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter weights only: ``{"<module>.lora_A.weight": A, "<module>.lora_B.weight": B}``."""
+    """The adapter weights only: ``{"<module>.lora_A.weight": A, "<module>.lora_B.weight": B}``.
+
+    Trained token rows are ``"<embedding>.token_adapter.trainable_tokens_delta"`` (peft's key).
+    """
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
             out[f"{name}.lora_A.weight"] = module.lora_A.weight.detach()
             out[f"{name}.lora_B.weight"] = module.lora_B.weight.detach()
+        elif isinstance(module, TrainableTokens):
+            out[f"{name}.token_adapter.trainable_tokens_delta"] = (
+                module.trainable_tokens_delta.detach()
+            )
     if not out:
         raise ValueError("the model has no LoRA adapters")
     return out
@@ -268,6 +418,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def _peft_config(config: LoRAConfig, fan_in_fan_out: bool) -> dict[str, Any]:
     """The ``adapter_config.json`` fields peft reads (it fills every other field by default)."""
+    tokens: list[int] | dict[str, list[int]] | None = config.trainable_token_ids
+    if tokens is not None and config.token_module != "transformer.wte":
+        tokens = {config.token_module: tokens}  # a list means "the input embedding" to peft
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -282,6 +435,7 @@ def _peft_config(config: LoRAConfig, fan_in_fan_out: bool) -> dict[str, Any]:
         "init_lora_weights": True,
         "inference_mode": True,
         "modules_to_save": None,
+        "trainable_token_indices": tokens,
     }
 
 
@@ -330,21 +484,26 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
         raise ValueError(
             f"{folder / ADAPTER_CONFIG}: peft_type is {raw.get('peft_type')!r}, not 'LORA'"
         )
+    tokens = raw.get("trainable_token_indices")
+    token_module = "transformer.wte"
+    if isinstance(tokens, dict):
+        if len(tokens) != 1:
+            raise ValueError(f"{folder / ADAPTER_CONFIG}: one token embedding only, got {tokens}")
+        ((token_module, tokens),) = tokens.items()
     config = LoRAConfig(
         targets=list(raw["target_modules"]),
         r=int(raw["r"]),
         alpha=float(raw["lora_alpha"]),
         dropout=float(raw.get("lora_dropout", 0.0)),
         rslora=bool(raw.get("use_rslora", False)),
+        trainable_token_ids=None if tokens is None else [int(i) for i in tokens],
+        token_module=token_module,
     )
     apply_lora(model, config)
     saved = {
         k.removeprefix(_PEFT_PREFIX): v for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()
     }
-    saved = {
-        k.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."): v
-        for k, v in saved.items()
-    }
+    saved = {_without_adapter_name(k): v for k, v in saved.items()}
     expected = lora_state_dict(model)
     problems = sorted(set(expected) ^ set(saved))
     problems += [
@@ -358,6 +517,13 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
         for key, value in expected.items():
             value.copy_(saved[key])
     return model
+
+
+def _without_adapter_name(key: str) -> str:
+    """``...lora_A.default.weight`` -> ``...lora_A.weight`` (peft's in-memory names)."""
+    for part in (".lora_A", ".lora_B", ".trainable_tokens_delta"):
+        key = key.replace(f"{part}.default", part)
+    return key
 
 
 def _atomic(path: Path, write) -> None:

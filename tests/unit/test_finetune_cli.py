@@ -180,7 +180,7 @@ def one_error_line(capsys, argv) -> str:
         (["--method", "full", "--resume", "--overwrite"], "not allowed with"),
         (["--method", "full", "--resume"], "checkpoint"),
         (["--method", "full", "--tasks", "poetry"], "unknown task"),
-        (["--method", "classify", "--tasks", "speaker"], "genre"),
+        (["--method", "classify", "--train-blocks", "-1"], "--train-blocks"),
         (["--method", "dpo"], "--method sft"),
         (["--method", "full", "--seed", str(2**64)], "--seed"),
     ],
@@ -208,3 +208,22 @@ def test_an_out_that_is_a_file_is_one_error_line(capsys, tmp_path, base_checkpoi
 
 def test_a_missing_out_flag_is_one_error_line(capsys):
     assert "--out" in one_error_line(capsys, ["finetune", "--method", "lora"])
+
+
+def test_classify_reads_its_own_longer_passages_and_trains_the_chosen_blocks(base, tmp_path):
+    from minillm.finetune_cli import classify_data, genre_passages
+
+    chosen = settings("classify", classify_chars=300, classify_per_play=5, max_chars=60)
+    data = classify_data(chosen, DOCS)
+    texts, labels = genre_passages(data["train"])
+    assert len(texts) == 2 * 5 and {e.play for e in data["eval"]} == {"Macbeth"}
+    assert max(map(len, texts)) <= 300 and min(map(len, texts)) > 60, [len(t) for t in texts]
+    head = 32 * 3 + 3
+    counts = {}
+    for blocks in (0, 1, 5):  # 5 > n_layer: every block
+        out = run("classify", tmp_path / str(blocks), base, settings={"train_blocks": blocks})
+        counts[blocks] = out["trainable_parameters"]
+    model, _ = base
+    block = sum(p.numel() for p in model.transformer.h[-1].parameters())
+    ln_f = sum(p.numel() for p in model.transformer.ln_f.parameters())
+    assert counts == {0: head, 1: head + block + ln_f, 5: head + block + ln_f}, counts

@@ -227,3 +227,104 @@ def test_double_apply_and_merge_without_adapters_are_rejected():
         apply_lora(model, targets=["c_fc"])
     with pytest.raises(ValueError, match="no LoRA adapters"):
         merge_lora(tiny_gpt())
+
+
+# ---- trainable token rows (peft's trainable_token_indices) ------------------------------------
+
+NEW_TOKENS = [61, 62, 63]
+
+
+def test_trainable_tokens_train_the_new_rows_only_and_the_tied_head_reads_them():
+    model = tiny_gpt()
+    table_before = model.transformer.wte.weight.detach().clone()
+    apply_lora(model, targets=["c_attn"], r=2, trainable_token_ids=NEW_TOKENS)
+    idx = torch.tensor([[1, 61, 5, 62, 7, 63, 2, 9]])
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1, weight_decay=0.1
+    )
+    for _ in range(3):  # B starts at zero; later steps also train A
+        _, loss = model(idx, idx.roll(-1, 1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    table = model.transformer.wte.weight.detach()
+    old = [i for i in range(64) if i not in NEW_TOKENS]
+    assert torch.equal(table[old], table_before[old]), "a frozen row of the embedding changed"
+    moved = (table[NEW_TOKENS] - table_before[NEW_TOKENS]).abs().amax(1)
+    assert bool((moved > 1e-3).all()), f"every new row should train, moved by {moved.tolist()}"
+    assert model.transformer.wte.base.weight.grad is None
+    # the tied output layer scores the trained rows: logits equal hidden @ table.T
+    with torch.no_grad():
+        hidden = model._hidden(idx, 0, None)
+        torch.testing.assert_close(model(idx)[0], hidden @ table.T, atol=1e-6, rtol=0)
+
+
+def test_trainable_tokens_are_a_no_op_at_initialisation_and_counted_as_peft_counts():
+    model = tiny_gpt()
+    hf = model.to_hf()
+    idx = torch.randint(0, 64, (2, 10))
+    before = model(idx)[0]
+    apply_lora(model, targets=["c_attn"], r=4, alpha=8, trainable_token_ids=NEW_TOKENS)
+    # the new rows' logits come from their own small matmul: equal up to rounding, not bitwise
+    torch.testing.assert_close(model(idx)[0], before, atol=1e-6, rtol=0)
+    theirs = peft.get_peft_model(
+        hf,
+        peft.LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["c_attn"],
+            fan_in_fan_out=True,
+            trainable_token_indices=NEW_TOKENS,
+        ),
+    )
+    assert count_parameters(model)[0] == theirs.get_nb_trainable_parameters()[0]
+    assert count_parameters(model)[0] == 2 * (4 * 32 + 4 * 96) + len(NEW_TOKENS) * 32
+
+
+def trained_token_model():
+    model = tiny_gpt()
+    apply_lora(model, targets=["c_attn", "c_fc"], r=4, alpha=8, trainable_token_ids=NEW_TOKENS)
+    randomise_b(model)
+    with torch.no_grad():
+        model.transformer.wte.trainable_tokens_delta.normal_(0, 0.5)
+    return model
+
+
+def test_saved_trainable_tokens_load_in_peft_and_back(tmp_path):
+    hf = tiny_gpt().to_hf()
+    model = trained_token_model()
+    save_adapter(model, tmp_path)
+    config = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
+    assert config["trainable_token_indices"] == NEW_TOKENS
+    loaded = peft.PeftModel.from_pretrained(hf, str(tmp_path)).eval()
+    idx = torch.tensor([[3, 61, 8, 62, 63, 11]])
+    with torch.no_grad():
+        ours = model(idx)[0]
+        torch.testing.assert_close(ours, loaded(input_ids=idx).logits, atol=1e-5, rtol=0)
+        again = load_adapter(tiny_gpt(), tmp_path)
+        torch.testing.assert_close(again(idx)[0], ours, atol=0, rtol=0)
+
+
+def test_merge_writes_the_trained_rows_and_keeps_the_head_tied():
+    model = trained_token_model()
+    idx = torch.tensor([[3, 61, 8, 62, 63, 11]])
+    with torch.no_grad():
+        before = model(idx)[0]
+        merge_lora(model)
+        torch.testing.assert_close(model(idx)[0], before, atol=1e-5, rtol=1e-5)
+    assert type(model.transformer.wte) is nn.Embedding
+    assert model.lm_head.weight is model.transformer.wte.weight, "the output layer is untied"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"trainable_token_ids": [64]}, "outside the embedding"),
+        ({"trainable_token_ids": [3, 3]}, "duplicates"),
+        ({"trainable_token_ids": [-1]}, "non-negative"),
+        ({"trainable_token_ids": [3], "token_module": "transformer.h.0"}, "not an nn.Embedding"),
+    ],
+)
+def test_bad_trainable_tokens_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        apply_lora(tiny_gpt(), targets=["c_attn"], **kwargs)
