@@ -172,14 +172,13 @@ def classify_sweep() -> dict:
     """
     import copy
     import itertools
-    import math
     import random
 
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
     import minillm
-    from minillm.finetune_cli import GENRE_NAMES, genre_passages, pad_texts
+    from minillm.finetune_cli import GENRE_NAMES, genre_passages, lr_at, pad_texts
     from minillm.instructions import EVAL_PLAYS, GENRES, build_instructions
 
     base, tokenizer = minillm.course_model(verbose=False)
@@ -222,12 +221,8 @@ def classify_sweep() -> dict:
 
         last, gen = att.sum(1) - 1, torch.Generator().manual_seed(seed)
         for step in range(steps):
-            progress = (step - 10) / max(1, steps - 10)
-            scale = (
-                (step + 1) / 10 if step < 10 else 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr * scale
+            for group in optimizer.param_groups:  # the schedule `minillm finetune` uses
+                group["lr"] = lr_at(step, steps, lr, warmup=10)
             rows = torch.randint(0, len(y), (16,), generator=gen)
             T = int(last[rows].max()) + 1
             loss = torch.nn.functional.cross_entropy(logits(x[rows, :T], last[rows]), y[rows])

@@ -38,7 +38,7 @@ from common import machine_info, timed, write_results
 import minillm
 from minillm.engine import ContinuousBatcher, Request, generate_batch
 from minillm.generate import SamplingParams, generate
-from minillm.model import GPT
+from minillm.model import GPT, GPTConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
 LONG_CONTEXT = 1024
@@ -47,7 +47,7 @@ LONG_CONTEXT = 1024
 def long_context_twin(model: GPT, block_size: int = LONG_CONTEXT) -> GPT:
     """The course model's shape with a longer context, seeded random weights (speed only)."""
     torch.manual_seed(0)
-    twin = GPT(type(model.config)(**{**model.config.to_dict(), "block_size": block_size}))
+    twin = GPT(GPTConfig.from_dict({**model.config.to_dict(), "block_size": block_size}))
     return twin.eval()
 
 

@@ -57,7 +57,8 @@ COURSE_TRAIN: dict[str, Any] = {
 }
 """The course model's run (``configs/course.toml`` holds the same settings for ``minillm train``)."""
 
-# Lesson 05's run: the same recipe, shortened to fit the lesson (under two minutes of training on 2 cores).
+# Lesson 05's run: the same recipe, shortened to fit the lesson (under two minutes of training on
+# 2 cores).
 # At this budget a smaller model learns more (bench/results/course_recipe.json: 3 x 96 beat
 # 4 x 128 by 0.11 bits per byte at two minutes, and by 0.03 at five), and RoPE positions beat
 # learned ones by 0.09 with a fifth of the seed-to-seed spread (bench/results/ablation.json).

@@ -174,8 +174,8 @@ class SequenceClassifier(nn.Module):
     The course GPT has no padding mask, so a pad token would be attended to and would shift
     the positions of left-padded rows. The classifier therefore moves each row's real tokens to
     the front before the (causal) body runs, so pads come only after every real token and no
-    real token sees one: left and right padding give the same logits. Reading the hidden state *at the last position* of a right-padded batch, a common
-    bug, would read a pad token instead.
+    real token sees one: left and right padding give the same logits. Reading the hidden state
+    *at the last position* of a right-padded batch, a common bug, would read a pad token instead.
 
     Args:
         body: a :class:`minillm.model.GPT` (its language-model head is not used).
