@@ -5,7 +5,9 @@
    the tied embedding: bits per byte and its change, mean KL(fp32 || quantized) per token, top-1
    agreement and bytes on disk (safetensors files written and measured), beside a bigram
    baseline.
-2. Sensitivity: bits x group size x embedding on/off, and each linear layer quantized alone.
+2. Sensitivity: bits x group size x embedding on/off, and each linear layer quantized alone;
+   the tied embedding / output matrix rounded for one of its two uses at a time (output layer,
+   lookup), to show where its error enters.
 3. Libraries: torchao's Int8WeightOnlyConfig (relative difference of the logits), torchao's CPU
    int4 path, torch.ao's quantize_dynamic (KL).
 4. Speed at batch 1: the course layer shapes and a 4096 x 4096 layer, fp32 F.linear against
@@ -15,6 +17,7 @@
 
     python bench/quantize.py            # full run, writes bench/results/quantize.json
     python bench/quantize.py --quick    # fewer tokens and repeats; the JSON says "mode": "quick"
+    python bench/quantize.py --only tied  # only the tied-matrix rows, added to the stored JSON
 
 Targets (issue 13): int8 per-channel with the embedding: dbpb <= +0.1%, KL <= 1e-4, top-1 >= 99%,
 bytes <= 0.30x fp32; int4 g32 packed: dbpb <= +0.5%, KL <= 0.01, top-1 >= 87%, bytes <= 0.18x;
@@ -25,6 +28,8 @@ fast kernel through backend="kernel-bf16", which rounds them to bfloat16 for the
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import logging
 import math
 import tempfile
@@ -134,6 +139,55 @@ def sensitivity(model, ids) -> dict:
         alone[f"int{bits} g32"] = {k: dict(kl=a.mean_kl, top1=a.top1) for k, a in result.items()}
     worst = {k: max(v, key=lambda n: v[n]["kl"]) for k, v in alone.items()}
     return dict(grid=sweep, layer_alone=alone, most_sensitive_layer=worst)
+
+
+def _tied_variant(model, weight: torch.Tensor, *, head: bool, lookup: bool):
+    """A copy of ``model`` whose output layer and/or embedding lookup use ``weight`` (untied)."""
+    out = copy.deepcopy(model)
+    float_weight = model.lm_head.weight.detach()
+    out.lm_head.weight = torch.nn.Parameter((weight if head else float_weight).clone())
+    out.transformer.wte.weight = torch.nn.Parameter((weight if lookup else float_weight).clone())
+    return out.eval()
+
+
+def tied_matrix(model, ids) -> dict:
+    """Where the tied matrix's rounding error enters: the output layer, the lookup, or both.
+
+    The tied embedding / output matrix is quantized once and read twice. Each row applies the
+    rounded matrix to one use only (the other keeps the float weights), then to both, and
+    compares with all the other linear layers quantized and the matrix left in float: when one
+    use alone costs more KL than a target allows, no scheme that shares one rounded matrix
+    between both uses (what the tied format stores) can meet that target.
+    """
+    weight = model.lm_head.weight.detach()
+    schemes = {
+        "int8 per-channel": dict(bits=8),
+        "int8 per-channel min/max": dict(bits=8, scheme="minmax"),
+        "int8 g32 min/max": dict(bits=8, group_size=32, scheme="minmax"),
+        "int4 g32 symmetric": dict(bits=4, group_size=32),
+    }
+    candidates = {}
+    for name, kwargs in schemes.items():
+        rounded = Q.quantize_weight(weight, **kwargs).dequantize()
+        candidates[f"{name} | output layer only"] = _tied_variant(
+            model, rounded, head=True, lookup=False
+        )
+        candidates[f"{name} | lookup only"] = _tied_variant(model, rounded, head=False, lookup=True)
+        candidates[f"{name} | both (tied)"] = _tied_variant(model, rounded, head=True, lookup=True)
+        candidates[f"{name} | other layers only"] = Q.quantize_model(
+            model, include_embedding=False, **kwargs
+        )
+    agreement = Q.logit_agreement(model, candidates, ids)
+    return {
+        "tokens": next(iter(agreement.values())).n_tokens,
+        "rows": {k: dict(kl=a.mean_kl, top1=a.top1) for k, a in agreement.items()},
+    }
+
+
+def print_tied(t: dict) -> None:
+    print(f"\nThe tied matrix: where its rounding error enters ({t['tokens']:,} tokens)")
+    for key, r in t["rows"].items():
+        print(f"  {key:<46} KL {r['kl']:9.2e}  top-1 {r['top1']:7.2%}")
 
 
 def libraries(model, ids) -> dict:
@@ -301,6 +355,11 @@ def print_quality(q: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=["tied"],
+        help="run one section and update it in the stored results (a full run first)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = minillm.course_model(verbose=False)
@@ -310,6 +369,15 @@ def main() -> None:
     if args.quick:
         val = val[:4097]
     sweep_ids = val[: 4097 if not args.quick else 1025]
+    if args.only == "tied":
+        if not RESULTS.is_file():
+            raise SystemExit(f"error: no {RESULTS.name} to update; run the full benchmark first")
+        stored = json.loads(RESULTS.read_text())
+        stored["tied_matrix"] = tied_matrix(model, sweep_ids)
+        print_tied(stored["tied_matrix"])
+        write_results(RESULTS, stored)
+        print(f"\nupdated the tied_matrix section of {RESULTS.name}")
+        return
     repeats = 5 if args.quick else 30
     results: dict = {
         "mode": "quick" if args.quick else "full",
@@ -320,6 +388,8 @@ def main() -> None:
     print_quality(results["quality"])
     results["sensitivity"] = sensitivity(model, sweep_ids)
     print("\nmost sensitive layer alone:", results["sensitivity"]["most_sensitive_layer"])
+    results["tied_matrix"] = tied_matrix(model, sweep_ids)
+    print_tied(results["tied_matrix"])
     results["libraries"] = libraries(model, sweep_ids)
     print("\nlibraries:", {k: v for k, v in results["libraries"].items() if k != "int4_paths"})
     print("torchao int4 on this CPU:", results["libraries"]["int4_paths"])
