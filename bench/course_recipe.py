@@ -232,12 +232,15 @@ def row_from_run(run_dir: Path, name: str, budget: float) -> dict[str, Any]:
     block = model.config.block_size
     steps = config["max_steps"]
     keep = ("max_steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "seed")
+    seconds = max(r.get("elapsed_s", 0.0) for r in log)
+    tokens = steps * config["batch_size"] * block
     return {
         "name": name,
         "budget_s": budget,
-        "train_seconds": round(max(r.get("elapsed_s", 0.0) for r in log), 1),
+        "train_seconds": round(seconds, 1),
         "steps": steps,
-        "tokens": steps * config["batch_size"] * block,
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / seconds),
         "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()),
         "settings": {

@@ -9,7 +9,8 @@ A block covers 32 consecutive weights of a row:
 The codes come from :func:`minillm.quantize.quantize_weight` (schemes ``"q8_0"`` and
 ``"q4_0"``); this module only lays them out as llama.cpp stores them. :func:`write_gguf` writes a
 GPT as a ``.gguf`` file with the ``gguf`` package (``pip install gguf``, in the ``course`` extra),
-naming tensors as llama.cpp's GPT-2 loader does.
+naming tensors as llama.cpp's GPT-2 loader does (architecture ``gpt2``; with rotary positions,
+``gptneox``, whose loader uses the same tensor names and the same [q | k | v] row order).
 """
 
 from __future__ import annotations
@@ -149,11 +150,13 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
 
     2-D weights whose rows are whole blocks of 32 are stored as ``qtype``; the position
     embedding, norms, biases and any other tensor as F32. The architecture keys are llama.cpp's
-    ``gpt2.*``; no tokenizer is embedded, so the file is a container for the tensors, not a
-    model llama.cpp can chat with.
+    ``gpt2.*``, or ``gptneox.*`` (sequential residuals, every head dimension rotated) for a
+    model with rotary positions; no tokenizer is embedded, so the file is a container for the
+    tensors, not a model llama.cpp can chat with.
 
     Raises:
-        ValueError: an unknown ``qtype`` or a model that is already quantized.
+        ValueError: an unknown ``qtype``, a model that is already quantized, or a model with
+            neither GPT-2's nor GPT-NeoX's blocks (RMSNorm, SwiGLU or grouped-query heads).
     """
     if qtype not in QTYPES:
         raise ValueError(f"qtype must be one of {QTYPES}, got {qtype!r}")
@@ -161,6 +164,7 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
     config = getattr(model, "config", None)
     if config is None:
         raise TypeError("write_gguf needs a minillm GPT (a model with a GPTConfig .config)")
+    arch = _gguf_arch(config)
     tensors = _float_tensors(model)
     if any(t.dtype != torch.float32 or not t.is_floating_point() for t in tensors.values()):
         raise ValueError("write_gguf takes a float model; dequantize it first")
@@ -169,8 +173,12 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        writer = gguf.GGUFWriter(tmp, "gpt2")
+        writer = gguf.GGUFWriter(tmp, arch)
         writer.add_name("minillm")
+        if arch == "gptneox":
+            writer.add_rope_dimension_count(config.head_dim)
+            writer.add_rope_freq_base(config.rope_theta)
+            writer.add_parallel_residual(False)
         writer.add_context_length(config.block_size)
         writer.add_embedding_length(config.n_embd)
         writer.add_block_count(config.n_layer)
@@ -190,6 +198,23 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _gguf_arch(config: Any) -> str:
+    """llama.cpp's architecture for a minillm configuration: ``gpt2`` or ``gptneox``."""
+    misfits = [
+        f"{name}={getattr(config, name)!r} (need {want!r})"
+        for name, want in (("norm", "layernorm"), ("mlp", "gelu"))
+        if getattr(config, name) != want
+    ]
+    if config.num_kv_heads != config.n_head:
+        misfits.append(f"n_kv_head={config.n_kv_head} (need n_head={config.n_head})")
+    if misfits:
+        raise ValueError(
+            "write_gguf writes GPT-2's blocks (learned or rotary positions) only; this model has "
+            + ", ".join(misfits)
+        )
+    return "gptneox" if config.pos_emb == "rope" else "gpt2"
 
 
 _FILE_TYPES = {

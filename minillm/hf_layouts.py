@@ -1,8 +1,11 @@
-"""Weight and configuration layouts of ``transformers``' GPT-2 and Llama (lesson 12).
+"""Weight and configuration layouts of ``transformers``' GPT-2, GPT-NeoX and Llama (lesson 12).
 
-Used by :mod:`minillm.hub`: a GPT-2 or Llama config to a :class:`minillm.model.GPTConfig` and
-back, and state dicts renamed, split and transposed in both directions, every key accounted for
-(missing and unexpected keys are listed in one error).
+Used by :mod:`minillm.hub`: a GPT-2, GPT-NeoX or Llama config to a
+:class:`minillm.model.GPTConfig` and back, and state dicts renamed, split, transposed and (for
+GPT-NeoX's fused query/key/value rows, grouped by head) permuted in both directions, every key
+accounted for (missing and unexpected keys are listed in one error). GPT-NeoX with sequential
+residuals (``use_parallel_residual=False``) is GPT-2 with rotary positions: the layout of a
+course-shaped model with ``pos_emb="rope"``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,21 @@ from minillm.model import GPTConfig
 def _config_from_hf(hf_config: Any, layout: str) -> GPTConfig:
     if layout == "gpt2":
         return _config_from_gpt2(hf_config)
+    if layout == "gpt_neox":
+        return _config_from_gpt_neox(hf_config)
     return _config_from_llama(hf_config)
+
+
+def _default_rope(c: Any, unsupported: list[str]) -> float:
+    """The rope theta of a config with plain rotary positions (problems go to ``unsupported``)."""
+    rope = dict(getattr(c, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        unsupported.append(f"rope_type={rope.get('rope_type')!r} (need 'default')")
+    if float(rope.get("partial_rotary_factor", 1.0)) != 1.0:
+        unsupported.append(
+            f"partial_rotary_factor={rope['partial_rotary_factor']} (need 1.0: every dimension)"
+        )
+    return float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0)))
 
 
 def _config_from_gpt2(c: Any) -> GPTConfig:
@@ -47,13 +64,40 @@ def _config_from_gpt2(c: Any) -> GPTConfig:
     )
 
 
+def _config_from_gpt_neox(c: Any) -> GPTConfig:
+    unsupported = []
+    if c.hidden_act not in ("gelu_new", "gelu_pytorch_tanh"):
+        unsupported.append(f"hidden_act={c.hidden_act!r} (need 'gelu_new')")
+    if getattr(c, "use_parallel_residual", True):
+        unsupported.append("use_parallel_residual=True (minillm's blocks are sequential)")
+    if not getattr(c, "attention_bias", True):
+        unsupported.append("attention_bias=False (GPT-NeoX's MLP always has biases)")
+    if c.hidden_size % c.num_attention_heads:
+        unsupported.append("hidden_size not a multiple of num_attention_heads")
+    theta = _default_rope(c, unsupported)
+    if unsupported:
+        raise ValueError(f"GPT-NeoX options not supported by minillm: {', '.join(unsupported)}")
+    return GPTConfig(
+        vocab_size=c.vocab_size,
+        block_size=c.max_position_embeddings,
+        n_layer=c.num_hidden_layers,
+        n_head=c.num_attention_heads,
+        n_embd=c.hidden_size,
+        dropout=0.0,
+        bias=True,
+        pos_emb="rope",
+        tie_weights=bool(getattr(c, "tie_word_embeddings", False)),
+        ffn_hidden=c.intermediate_size,
+        norm_eps=c.layer_norm_eps,
+        rope_theta=theta,
+    )
+
+
 def _config_from_llama(c: Any) -> GPTConfig:
     unsupported = []
     if c.hidden_act != "silu":
         unsupported.append(f"hidden_act={c.hidden_act!r} (need 'silu')")
-    rope = dict(getattr(c, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
-        unsupported.append(f"rope_type={rope.get('rope_type')!r} (need 'default')")
+    theta = _default_rope(c, unsupported)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     if head_dim * c.num_attention_heads != c.hidden_size:
         unsupported.append(f"head_dim={head_dim} (need hidden_size / num_attention_heads)")
@@ -76,7 +120,7 @@ def _config_from_llama(c: Any) -> GPTConfig:
         tie_weights=bool(getattr(c, "tie_word_embeddings", False)),
         ffn_hidden=c.intermediate_size,
         norm_eps=c.rms_norm_eps,
-        rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
+        rope_theta=theta,
     )
 
 
@@ -96,6 +140,31 @@ def _gpt2_config_kwargs(config: GPTConfig) -> dict[str, Any]:
         layer_norm_epsilon=config.norm_eps,
         tie_word_embeddings=config.tie_weights,
         **special,
+    )
+
+
+def _gpt_neox_config_kwargs(config: GPTConfig) -> dict[str, Any]:
+    return dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.n_embd,
+        intermediate_size=config.ffn_dim,
+        num_hidden_layers=config.n_layer,
+        num_attention_heads=config.n_head,
+        hidden_act="gelu_new",
+        max_position_embeddings=config.block_size,
+        layer_norm_eps=config.norm_eps,
+        use_parallel_residual=False,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": config.rope_theta,
+            "partial_rotary_factor": 1.0,
+        },
+        attention_bias=True,
+        attention_dropout=config.dropout,
+        hidden_dropout=config.dropout,
+        tie_word_embeddings=config.tie_weights,
+        bos_token_id=None,
+        eos_token_id=None,
     )
 
 
@@ -212,7 +281,56 @@ def _llama_to_minillm(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[st
     return out
 
 
-_HF_TO_MINILLM = {"gpt2": _gpt2_to_minillm, "llama": _llama_to_minillm}
+def _qkv_rows(weight: torch.Tensor, n_head: int, *, to_neox: bool) -> torch.Tensor:
+    """Reorder fused q/k/v rows: minillm's [q | k | v] <-> GPT-NeoX's [q_h, k_h, v_h] per head."""
+    rest = weight.shape[1:]
+    grouped = (3, n_head) if to_neox else (n_head, 3)
+    parts = weight.reshape(*grouped, weight.shape[0] // (3 * n_head), *rest)
+    return parts.transpose(0, 1).reshape(weight.shape).contiguous()
+
+
+_NEOX_NAMES = {  # minillm suffix -> GPT-NeoX suffix, inside one block
+    "ln_1": "input_layernorm",
+    "ln_2": "post_attention_layernorm",
+    "attn.c_attn": "attention.query_key_value",
+    "attn.c_proj": "attention.dense",
+    "mlp.c_fc": "mlp.dense_h_to_4h",
+    "mlp.c_proj": "mlp.dense_4h_to_h",
+}
+
+
+def _gpt_neox_to_minillm(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    take = _Take(sd, ignore_suffixes=("rotary_emb.inv_freq", ".attention.bias", ".masked_bias"))
+    out: dict[str, torch.Tensor] = {}
+
+    def put(ours: str, theirs: str) -> None:
+        value = take(theirs)
+        if value is not None:
+            out[ours] = value
+
+    put("transformer.wte.weight", "gpt_neox.embed_in.weight")
+    for p in ("weight", "bias"):
+        put(f"transformer.ln_f.{p}", f"gpt_neox.final_layer_norm.{p}")
+        for i in range(config.n_layer):
+            for ours, theirs in _NEOX_NAMES.items():
+                put(f"transformer.h.{i}.{ours}.{p}", f"gpt_neox.layers.{i}.{theirs}.{p}")
+            key = f"transformer.h.{i}.attn.c_attn.{p}"
+            if key in out:
+                out[key] = _qkv_rows(out[key], config.n_head, to_neox=False)
+    if config.tie_weights:
+        if "lm_head.weight" in sd:
+            take.used.add("lm_head.weight")
+    else:
+        put("lm_head.weight", "lm_head.weight")
+    take.check("GPT-NeoX")
+    return out
+
+
+_HF_TO_MINILLM = {
+    "gpt2": _gpt2_to_minillm,
+    "gpt_neox": _gpt_neox_to_minillm,
+    "llama": _llama_to_minillm,
+}
 
 
 def _minillm_to_gpt2(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
@@ -229,6 +347,24 @@ def _minillm_to_gpt2(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str
                 out[prefix + ln + ".bias"] = torch.zeros(config.n_embd)
         out["transformer.ln_f.bias"] = torch.zeros(config.n_embd)
     return out
+
+
+def _minillm_to_gpt_neox(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    out = {"gpt_neox.embed_in.weight": sd["transformer.wte.weight"]}
+    if not config.tie_weights:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    for p in ("weight", "bias"):
+        # GPT-NeoX always has biases: zeros reproduce a bias-free model exactly
+        zeros = torch.zeros(config.n_embd)
+        out[f"gpt_neox.final_layer_norm.{p}"] = sd.get(f"transformer.ln_f.{p}", zeros)
+        for i in range(config.n_layer):
+            for ours, theirs in _NEOX_NAMES.items():
+                weight = sd[f"transformer.h.{i}.{ours}.weight"]
+                value = sd.get(f"transformer.h.{i}.{ours}.{p}", torch.zeros(weight.shape[0]))
+                if ours == "attn.c_attn":
+                    value = _qkv_rows(value, config.n_head, to_neox=True)
+                out[f"gpt_neox.layers.{i}.{theirs}.{p}"] = value
+    return {k: v.clone().contiguous() for k, v in out.items()}
 
 
 def _minillm_to_llama(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Release: Hugging Face conversion, export, a model card, a checked manifest, an upload (lesson 12).
 
 :func:`to_hf` and :func:`from_hf` convert a :class:`minillm.model.GPT` to and from
-``transformers``' ``GPT2LMHeadModel`` / ``LlamaForCausalLM`` (the GPT-2 preset maps to the first,
-the Llama-style preset to the second; the key and config mappings are in
+``transformers``' ``GPT2LMHeadModel`` / ``GPTNeoXForCausalLM`` / ``LlamaForCausalLM`` (the GPT-2
+preset maps to the first, the same blocks with RoPE to the second, the Llama-style preset to the
+third; the key and config mappings are in
 :mod:`minillm.hf_layouts`); :meth:`GPT.to_hf <minillm.model.GPT.to_hf>`,
 :meth:`GPT.from_hf <minillm.model.GPT.from_hf>` and :meth:`GPT.from_pretrained
 <minillm.model.GPT.from_pretrained>` call them. :func:`export_hf` writes a folder that
@@ -35,9 +36,11 @@ from minillm.hf_layouts import (
     _HF_TO_MINILLM,
     _config_from_hf,
     _gpt2_config_kwargs,
+    _gpt_neox_config_kwargs,
     _llama_config_kwargs,
     _load_into_hf,
     _minillm_to_gpt2,
+    _minillm_to_gpt_neox,
     _minillm_to_llama,
 )
 from minillm.model import GPT, GPTConfig
@@ -71,13 +74,13 @@ EXPORT_FILES: tuple[str, ...] = (
 
 
 def from_hf(source: Any, config: Any = None, cls: type[GPT] = GPT) -> GPT:
-    """A GPT with the weights of a ``transformers`` GPT-2 or Llama model.
+    """A GPT with the weights of a ``transformers`` GPT-2, GPT-NeoX or Llama model.
 
     Args:
-        source: a ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (or a model with the same
-            layout), or its state dict.
-        config: needed with a state dict: the ``transformers`` config (GPT2Config or
-            LlamaConfig) or an equivalent :class:`GPTConfig`. Ignored for a model.
+        source: a ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` or ``LlamaForCausalLM`` (or a
+            model with the same layout), or its state dict.
+        config: needed with a state dict: the ``transformers`` config (GPT2Config,
+            GPTNeoXConfig or LlamaConfig) or an equivalent :class:`GPTConfig`. Ignored for a model.
         cls: the class to build (a subclass of :class:`GPT`).
 
     Raises:
@@ -106,10 +109,12 @@ def from_hf(source: Any, config: Any = None, cls: type[GPT] = GPT) -> GPT:
 
 
 def to_hf(model: GPT, **config_overrides: Any) -> nn.Module:
-    """``model`` as a ``transformers`` ``GPT2LMHeadModel`` or ``LlamaForCausalLM``, in eval mode.
+    """``model`` as a ``transformers`` ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` or
+    ``LlamaForCausalLM``, in eval mode.
 
     GPT-2 layout: learned positions, LayerNorm, GELU, no grouped heads (missing biases are
-    exported as zeros). Llama layout: RoPE, RMSNorm, SwiGLU. ``config_overrides`` go to the
+    exported as zeros). GPT-NeoX layout: the same with RoPE (sequential residuals; missing biases
+    as zeros). Llama layout: RoPE, RMSNorm, SwiGLU. ``config_overrides`` go to the
     ``transformers`` config (for example ``eos_token_id=...``).
 
     Raises:
@@ -123,6 +128,12 @@ def to_hf(model: GPT, **config_overrides: Any) -> nn.Module:
         )
         hf_model = transformers.GPT2LMHeadModel(hf_config)
         state_dict = _minillm_to_gpt2(model.state_dict(), model.config)
+    elif layout == "gpt_neox":
+        hf_config = transformers.GPTNeoXConfig(
+            **{**_gpt_neox_config_kwargs(model.config), **config_overrides}
+        )
+        hf_model = transformers.GPTNeoXForCausalLM(hf_config)
+        state_dict = _minillm_to_gpt_neox(model.state_dict(), model.config)
     else:
         hf_config = transformers.LlamaConfig(
             **{**_llama_config_kwargs(model.config), **config_overrides}
@@ -134,7 +145,7 @@ def to_hf(model: GPT, **config_overrides: Any) -> nn.Module:
 
 
 def from_pretrained(name_or_path: str | os.PathLike[str], cls: type[GPT] = GPT) -> GPT:
-    """Load a GPT-2 or Llama model saved by ``transformers``' ``save_pretrained``, or from the hub.
+    """Load a GPT-2, GPT-NeoX or Llama model saved by ``save_pretrained``, or from the hub.
 
     A local folder is read without any network access. A hub name (``"gpt2"``) is downloaded
     only when the hub is reachable and ``HF_HUB_OFFLINE`` is not set.
@@ -193,41 +204,42 @@ def _detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
         return "gpt2"
     if any(k.startswith("model.layers.") or k == "model.embed_tokens.weight" for k in state_dict):
         return "llama"
+    if any(k.startswith("gpt_neox.") for k in state_dict):
+        return "gpt_neox"
     sample = sorted(state_dict)[:5]
     raise ValueError(
-        "state dict is neither a GPT-2 layout (transformer.h.N...) nor a Llama layout "
-        f"(model.layers.N...); first keys: {sample}"
+        "state dict is neither a GPT-2 layout (transformer.h.N...), a GPT-NeoX layout "
+        f"(gpt_neox.layers.N...) nor a Llama layout (model.layers.N...); first keys: {sample}"
     )
+
+
+_LAYOUT_NEEDS = {  # layout -> (its name in messages, the settings it needs)
+    "gpt2": ("GPT-2", (("pos_emb", "learned"), ("norm", "layernorm"), ("mlp", "gelu"))),
+    "gpt_neox": ("GPT-NeoX", (("pos_emb", "rope"), ("norm", "layernorm"), ("mlp", "gelu"))),
+    "llama": ("Llama", (("pos_emb", "rope"), ("norm", "rmsnorm"), ("mlp", "swiglu"))),
+}
 
 
 def hf_layout_of(config: GPTConfig) -> str:
-    """``"gpt2"`` or ``"llama"``: the ``transformers`` architecture this configuration maps to.
+    """``"gpt2"``, ``"gpt_neox"`` or ``"llama"``: the ``transformers`` architecture this
+    configuration maps to (GPT-NeoX: GPT-2's blocks with rotary positions).
 
     Raises:
-        ValueError: it fits neither (the message lists each mismatch).
+        ValueError: it fits none (the message lists each mismatch).
     """
-    gpt2_misfits = [
-        f"{name}={getattr(config, name)!r} (GPT-2 needs {want!r})"
-        for name, want in (("pos_emb", "learned"), ("norm", "layernorm"), ("mlp", "gelu"))
-        if getattr(config, name) != want
-    ]
-    if config.num_kv_heads != config.n_head:
-        gpt2_misfits.append(f"n_kv_head={config.n_kv_head} (GPT-2 needs n_head={config.n_head})")
-    if not gpt2_misfits:
-        return "gpt2"
-    llama_misfits = [
-        f"{name}={getattr(config, name)!r} (Llama needs {want!r})"
-        for name, want in (("pos_emb", "rope"), ("norm", "rmsnorm"), ("mlp", "swiglu"))
-        if getattr(config, name) != want
-    ]
-    if not llama_misfits:
-        return "llama"
-    raise ValueError(
-        "this configuration fits neither Hugging Face layout. GPT-2: "
-        + ", ".join(gpt2_misfits)
-        + ". Llama: "
-        + ", ".join(llama_misfits)
-    )
+    reasons = []
+    for layout, (title, needs) in _LAYOUT_NEEDS.items():
+        misfits = [
+            f"{name}={getattr(config, name)!r} ({title} needs {want!r})"
+            for name, want in needs
+            if getattr(config, name) != want
+        ]
+        if layout != "llama" and config.num_kv_heads != config.n_head:
+            misfits.append(f"n_kv_head={config.n_kv_head} ({title} needs n_head={config.n_head})")
+        if not misfits:
+            return layout
+        reasons.append(f"{title}: " + ", ".join(misfits))
+    raise ValueError("this configuration fits no Hugging Face layout. " + ". ".join(reasons))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +272,7 @@ def export_hf(
     """Write ``model`` and ``tokenizer`` as a Hugging Face model folder, atomically.
 
     Args:
-        model: a :class:`GPT` whose configuration fits GPT-2 or Llama (:func:`hf_layout_of`).
+        model: a :class:`GPT` whose configuration fits a layout (:func:`hf_layout_of`).
         tokenizer: a :class:`minillm.tokenizer.BPETokenizer` with its merges.
         out_dir: the folder to create (written in a temporary sibling, then renamed).
         card: the ``README.md`` text; default: :func:`minillm.modelcard.build_card` from what

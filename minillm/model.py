@@ -697,7 +697,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_hf(cls, source: Any, config: Any = None) -> GPT:
-        """A GPT with the weights of a ``transformers`` GPT-2 or Llama model.
+        """A GPT with the weights of a ``transformers`` GPT-2, GPT-NeoX or Llama model.
 
         See :func:`minillm.hub.from_hf` (``source``: a model or its state dict; ``config``:
         needed with a state dict).
@@ -707,7 +707,7 @@ class GPT(nn.Module):
         return from_hf(source, config, cls=cls)
 
     def to_hf(self, **config_overrides: Any) -> nn.Module:
-        """This model as a ``transformers`` ``GPT2LMHeadModel`` or ``LlamaForCausalLM``.
+        """This model as a ``transformers`` GPT-2, GPT-NeoX or Llama model.
 
         See :func:`minillm.hub.to_hf`; ``config_overrides`` go to the ``transformers`` config.
         """
@@ -717,7 +717,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> GPT:
-        """Load a GPT-2 or Llama model saved by ``transformers``, or from the hub.
+        """Load a GPT-2, GPT-NeoX or Llama model saved by ``transformers``, or from the hub.
 
         See :func:`minillm.hub.from_pretrained` (a local folder never touches the network).
         """

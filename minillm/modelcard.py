@@ -115,7 +115,9 @@ def facts_from_model(model: Any, tokenizer: Any, name: str = "minillm-model") ->
     config = model.config.to_dict()
     facts = CardFacts(
         name=name,
-        architecture={"gpt2": "GPT-2", "llama": "Llama"}[hf_layout_of(model.config)],
+        architecture={"gpt2": "GPT-2", "gpt_neox": "GPT-NeoX", "llama": "Llama"}[
+            hf_layout_of(model.config)
+        ],
         config=config,
         tokenizer={"vocab_size": tokenizer.vocab_size, "pattern": tokenizer.pattern},
         sources={MODEL_SOURCE: {"parameters": model.num_params()}},

@@ -54,9 +54,13 @@ def course_export(course, tmp_path_factory):
 
 
 def tiny(preset: str) -> GPT:
-    """A small random model of a preset, with room for a 200-token greedy continuation."""
+    """A small random model of a preset ("course-rope": the course shape with RoPE), with room
+    for a 200-token greedy continuation."""
     torch.manual_seed(0)
-    config = GPTConfig.preset(preset, vocab_size=4096, block_size=256, n_layer=2, n_embd=64)
+    extra = {"pos_emb": "rope"} if preset == "course-rope" else {}
+    config = GPTConfig.preset(
+        preset.removesuffix("-rope"), vocab_size=4096, block_size=256, n_layer=2, n_embd=64, **extra
+    )
     model = GPT(config).eval()
     with torch.no_grad():  # larger weights than the init: a less repetitive greedy path
         for p in model.parameters():
@@ -87,13 +91,17 @@ def test_export_writes_every_file(course_export):
 
 
 @pytest.mark.slow  # over 10 s on 2 shared cores (the suite still runs it)
-@pytest.mark.parametrize("preset", ["course", "llama-small"])
+@pytest.mark.parametrize("preset", ["course", "course-rope", "llama-small"])
 def test_export_reloads_in_transformers_with_identical_tokens_and_logits(preset, course, tmp_path):
     _, tok = course
     model = tiny(preset)
     hub.export_hf(model, tok, tmp_path / preset)
     hf_model, _ = load_hf(tmp_path / preset)
-    want_arch = {"course": "GPT2LMHeadModel", "llama-small": "LlamaForCausalLM"}[preset]
+    want_arch = {
+        "course": "GPT2LMHeadModel",
+        "course-rope": "GPTNeoXForCausalLM",
+        "llama-small": "LlamaForCausalLM",
+    }[preset]
     assert type(hf_model).__name__ == want_arch
     ids = torch.tensor([tok.encode("ROMEO:\nBut soft, what light")])
     with torch.no_grad():

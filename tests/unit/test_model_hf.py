@@ -1,4 +1,4 @@
-"""minillm.model <-> Hugging Face transformers: tiny random GPT-2 and Llama models, built locally."""
+"""minillm.model <-> Hugging Face transformers: tiny random GPT-2, GPT-NeoX and Llama models."""
 
 from __future__ import annotations
 
@@ -53,6 +53,30 @@ def hf_llama(tie: bool = False, kv_heads: int = 2, bias: bool = False, theta: fl
     return model
 
 
+def hf_gpt_neox(tie: bool = True, theta: float = 10000.0, intermediate: int = 128):
+    """GPT-2's blocks with rotary positions: sequential residuals, every dimension rotated."""
+    torch.manual_seed(0)
+    config = transformers.GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=intermediate,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        hidden_act="gelu_new",
+        max_position_embeddings=32,
+        use_parallel_residual=False,
+        rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": 1.0},
+        attention_bias=True,
+        layer_norm_eps=1e-5,
+        tie_word_embeddings=tie,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    model = transformers.GPTNeoXForCausalLM(config).eval()
+    randomize(model)
+    return model
+
+
 def randomize(model: torch.nn.Module) -> None:
     """Give every weight (norms and biases too) a visible random value, so a swap would show."""
     with torch.no_grad():
@@ -74,6 +98,8 @@ HF_MODELS = {
     "llama-gqa": lambda: hf_llama(kv_heads=2),
     "llama-tied-mha": lambda: hf_llama(tie=True, kv_heads=4),
     "llama-mqa-bias-theta": lambda: hf_llama(kv_heads=1, bias=True, theta=500.0),
+    "gpt_neox-tied": lambda: hf_gpt_neox(tie=True),
+    "gpt_neox-untied-theta-ffn": lambda: hf_gpt_neox(tie=False, theta=500.0, intermediate=56),
 }
 
 
@@ -108,8 +134,10 @@ def test_round_trip_to_hf_keeps_logits_and_weights(name):
         {"bias": False},  # exported to GPT-2 with zero biases
         {"pos_emb": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 2, "bias": False},
         {"pos_emb": "rope", "norm": "rmsnorm", "mlp": "swiglu", "tie_weights": False},
+        {"pos_emb": "rope"},  # GPT-2 with rotary positions: GPT-NeoX
+        {"pos_emb": "rope", "bias": False, "tie_weights": False},  # zero biases in GPT-NeoX
     ],
-    ids=["gpt2", "gpt2-no-bias", "llama", "llama-untied-bias"],
+    ids=["gpt2", "gpt2-no-bias", "llama", "llama-untied-bias", "gpt_neox", "gpt_neox-no-bias"],
 )
 def test_to_hf_from_a_fresh_minillm_model(overrides):
     torch.manual_seed(0)
@@ -171,13 +199,22 @@ def test_unrecognised_layout_and_unsupported_options():
     mixed = GPT(
         GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16, mlp="swiglu")
     )
-    with pytest.raises(ValueError, match="neither Hugging Face layout.*mlp='swiglu'"):
+    with pytest.raises(ValueError, match="fits no Hugging Face layout.*mlp='swiglu'"):
         mixed.to_hf()
+    parallel = transformers.GPTNeoXConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2
+    )  # transformers' defaults: parallel residuals, a quarter of each head rotated
+    with pytest.raises(ValueError) as err:
+        GPT.from_hf(transformers.GPTNeoXForCausalLM(parallel))
+    assert "use_parallel_residual=True" in str(err.value)
+    assert "partial_rotary_factor=0.25" in str(err.value)
     with pytest.raises(TypeError, match="transformers model or a state dict"):
         GPT.from_hf("gpt2")
 
 
-@pytest.mark.parametrize("build", [hf_gpt2, hf_llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize(
+    "build", [hf_gpt2, hf_gpt_neox, hf_llama], ids=["gpt2", "gpt_neox", "llama"]
+)
 def test_from_pretrained_reads_a_local_save_pretrained_folder(build, tmp_path):
     hf = build()
     hf.save_pretrained(tmp_path / "tiny")

@@ -90,10 +90,13 @@ def test_blocks_need_rows_of_whole_blocks():
         G.quantize_blocks(torch.randn(4, 32), "q5_k")
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
-def test_gguf_file_reads_back_with_the_same_tensors(tmp_path, qtype):
+@pytest.mark.parametrize(
+    "qtype, pos_emb, arch",
+    [("q8_0", "learned", "gpt2"), ("q4_0", "learned", "gpt2"), ("q8_0", "rope", "gptneox")],
+)
+def test_gguf_file_reads_back_with_the_same_tensors(tmp_path, qtype, pos_emb, arch):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.preset("course", n_layer=1)).eval()
+    model = GPT(GPTConfig.preset("course", n_layer=1, pos_emb=pos_emb)).eval()
     path = G.write_gguf(model, tmp_path / "model.gguf", qtype)
     tensors = G.read_gguf(path)
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
@@ -107,8 +110,18 @@ def test_gguf_file_reads_back_with_the_same_tensors(tmp_path, qtype):
             expected = quantize_weight(value, 8 if qtype == "q8_0" else 4, scheme=qtype)
             np.testing.assert_allclose(array, expected.dequantize().numpy(), atol=1e-7, rtol=0)
     reader = gguf.GGUFReader(str(path))
-    assert reader.fields["general.architecture"].contents() == "gpt2"
-    assert reader.fields["gpt2.block_count"].contents() == 1
+    assert reader.fields["general.architecture"].contents() == arch
+    assert reader.fields[f"{arch}.block_count"].contents() == 1
+    if arch == "gptneox":
+        assert reader.fields["gptneox.rope.dimension_count"].contents() == model.config.head_dim
+        assert reader.fields["gptneox.use_parallel_residual"].contents() is False
+
+
+def test_gguf_refuses_blocks_llama_cpp_would_misread(tmp_path):
+    model = GPT(GPTConfig.preset("llama-small", n_layer=1))
+    with pytest.raises(ValueError, match="GPT-2's blocks.*norm='rmsnorm'.*mlp='swiglu'"):
+        G.write_gguf(model, tmp_path / "model.gguf")
+    assert not (tmp_path / "model.gguf").exists()
 
 
 # ---- torchao ----------------------------------------------------------------------------------
