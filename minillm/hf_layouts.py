@@ -10,6 +10,7 @@ course-shaped model with ``pos_emb="rope"``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -297,6 +298,40 @@ _NEOX_NAMES = {  # minillm suffix -> GPT-NeoX suffix, inside one block
     "mlp.c_fc": "mlp.dense_h_to_4h",
     "mlp.c_proj": "mlp.dense_4h_to_h",
 }
+
+
+_NEOX_TOP = {
+    "transformer.wte": "gpt_neox.embed_in",
+    "transformer.ln_f": "gpt_neox.final_layer_norm",
+}
+
+
+def module_name_to_gpt_neox(name: str) -> str:
+    """A minillm module name in GPT-NeoX's naming (``transformer.h.3.attn.c_attn`` ->
+    ``gpt_neox.layers.3.attention.query_key_value``); ``lm_head`` keeps its name."""
+    found = re.fullmatch(r"transformer\.h\.(\d+)\.(.+)", name)
+    if found and found.group(2) in _NEOX_NAMES:
+        return f"gpt_neox.layers.{found.group(1)}.{_NEOX_NAMES[found.group(2)]}"
+    if name in _NEOX_TOP or name == "lm_head":
+        return _NEOX_TOP.get(name, name)
+    raise ValueError(f"no GPT-NeoX name for minillm module {name!r}")
+
+
+def module_name_from_gpt_neox(name: str) -> str:
+    """The inverse of :func:`module_name_to_gpt_neox`."""
+    found = re.fullmatch(r"gpt_neox\.layers\.(\d+)\.(.+)", name)
+    inverse = {v: k for k, v in _NEOX_NAMES.items()}
+    if found and found.group(2) in inverse:
+        return f"transformer.h.{found.group(1)}.{inverse[found.group(2)]}"
+    top = {v: k for k, v in _NEOX_TOP.items()}
+    if name in top or name == "lm_head":
+        return top.get(name, name)
+    raise ValueError(f"no minillm module for GPT-NeoX name {name!r}")
+
+
+def qkv_rows(weight: torch.Tensor, n_head: int, *, to_neox: bool) -> torch.Tensor:
+    """Public alias of the fused q/k/v row regrouping (LoRA's B matrices need it too)."""
+    return _qkv_rows(weight, n_head, to_neox=to_neox)
 
 
 def _gpt_neox_to_minillm(sd: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:

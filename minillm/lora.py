@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from minillm.hf_layouts import module_name_from_gpt_neox, module_name_to_gpt_neox, qkv_rows
+
 __all__ = [
     "LoRAConfig",
     "LoRALinear",
@@ -419,7 +421,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def _peft_config(config: LoRAConfig, fan_in_fan_out: bool) -> dict[str, Any]:
     """The ``adapter_config.json`` fields peft reads (it fills every other field by default)."""
     tokens: list[int] | dict[str, list[int]] | None = config.trainable_token_ids
-    if tokens is not None and config.token_module != "transformer.wte":
+    input_embeddings = ("transformer.wte", "gpt_neox.embed_in")  # GPT-2's and GPT-NeoX's names
+    if tokens is not None and config.token_module not in input_embeddings:
         tokens = {config.token_module: tokens}  # a list means "the input embedding" to peft
     return {
         "peft_type": "LORA",
@@ -445,9 +448,12 @@ def save_adapter(
     """Write the adapters in peft's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
     Tensor names are ``base_model.model.<module>.lora_A.weight`` (peft drops the adapter name
-    on save). ``fan_in_fan_out=True`` is what peft records for GPT-2's ``Conv1D`` layers, the
-    layers :meth:`minillm.model.GPT.to_hf` exports these ``nn.Linear`` ones as (A and B have
-    the same shapes either way; only the merged base weight is transposed).
+    on save), named for the model :meth:`minillm.model.GPT.to_hf` exports: GPT-2's names are
+    minillm's, and ``fan_in_fan_out=True`` is what peft records for GPT-2's ``Conv1D`` layers (A
+    and B have the same shapes either way; only the merged base weight is transposed). A model
+    with rotary positions exports as GPT-NeoX: its module names are renamed, the B rows of the
+    fused q/k/v layer regrouped per head as GPT-NeoX stores them, and ``fan_in_fan_out`` is
+    False (``nn.Linear`` layers).
 
     Returns:
         The folder. Both files are written atomically.
@@ -459,11 +465,57 @@ def save_adapter(
         raise ValueError("the model has no lora_config: build its adapters with apply_lora")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {_PEFT_PREFIX + k: v.contiguous().clone() for k, v in lora_state_dict(model).items()}
+    tensors = lora_state_dict(model)
+    n_head = _neox_heads(model)
+    if n_head is not None:
+        tensors = _to_neox(tensors, n_head)
+        adapted = sorted({k.rsplit(".lora_", 1)[0] for k in tensors if ".lora_" in k})
+        config = LoRAConfig(
+            **{
+                **asdict(config),
+                "targets": adapted,
+                "token_module": module_name_to_gpt_neox(config.token_module),
+            }
+        )
+        fan_in_fan_out = False
+    tensors = {_PEFT_PREFIX + k: v.contiguous().clone() for k, v in tensors.items()}
     _atomic(folder / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p)))
     text = json.dumps(_peft_config(config, fan_in_fan_out), indent=2) + "\n"
     _atomic(folder / ADAPTER_CONFIG, lambda p: Path(p).write_text(text, encoding="utf-8"))
     return folder
+
+
+def _neox_heads(model: nn.Module) -> int | None:
+    """The head count when ``model`` exports as GPT-NeoX (GPT-2 blocks, RoPE), else None."""
+    config = getattr(model, "config", None)
+    fields = ("pos_emb", "norm", "mlp", "n_head")
+    if config is None or not all(hasattr(config, f) for f in fields):
+        return None
+    gpt2_blocks = config.norm == "layernorm" and config.mlp == "gelu"
+    return config.n_head if gpt2_blocks and config.pos_emb == "rope" else None
+
+
+def _to_neox(tensors: dict[str, torch.Tensor], n_head: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in tensors.items():
+        module, _, leaf = key.partition(".lora_") if ".lora_" in key else key.partition(".token_")
+        joiner = ".lora_" if ".lora_" in key else ".token_"
+        if module.endswith("attn.c_attn") and leaf.startswith("B."):
+            value = qkv_rows(value, n_head, to_neox=True)
+        out[module_name_to_gpt_neox(module) + joiner + leaf] = value
+    return out
+
+
+def _from_neox(tensors: dict[str, torch.Tensor], n_head: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in tensors.items():
+        joiner = ".lora_" if ".lora_" in key else ".token_"
+        module, _, leaf = key.partition(joiner)
+        ours = module_name_from_gpt_neox(module)
+        if ours.endswith("attn.c_attn") and leaf.startswith("B."):
+            value = qkv_rows(value, n_head, to_neox=False)
+        out[ours + joiner + leaf] = value
+    return out
 
 
 def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
@@ -490,8 +542,14 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
         if len(tokens) != 1:
             raise ValueError(f"{folder / ADAPTER_CONFIG}: one token embedding only, got {tokens}")
         ((token_module, tokens),) = tokens.items()
+    targets = list(raw["target_modules"])
+    neox = any(t.startswith("gpt_neox.") for t in targets)  # saved for a GPT-NeoX export
+    if neox:
+        targets = [module_name_from_gpt_neox(t) for t in targets]
+        if token_module.startswith("gpt_neox."):
+            token_module = module_name_from_gpt_neox(token_module)
     config = LoRAConfig(
-        targets=list(raw["target_modules"]),
+        targets=targets,
         r=int(raw["r"]),
         alpha=float(raw["lora_alpha"]),
         dropout=float(raw.get("lora_dropout", 0.0)),
@@ -504,6 +562,8 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
         k.removeprefix(_PEFT_PREFIX): v for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()
     }
     saved = {_without_adapter_name(k): v for k, v in saved.items()}
+    if neox:
+        saved = _from_neox(saved, model.config.n_head)
     expected = lora_state_dict(model)
     problems = sorted(set(expected) ^ set(saved))
     problems += [

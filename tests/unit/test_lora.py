@@ -27,10 +27,11 @@ peft = pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
 
-def tiny_gpt(seed: int = 0) -> GPT:
+def tiny_gpt(seed: int = 0, pos_emb: str = "learned") -> GPT:
+    """The course shape, tiny; with RoPE it exports as GPT-NeoX instead of GPT-2."""
     torch.manual_seed(seed)
     config = GPTConfig.preset(
-        "course", n_layer=2, n_embd=32, n_head=2, vocab_size=64, block_size=16
+        "course", n_layer=2, n_embd=32, n_head=2, vocab_size=64, block_size=16, pos_emb=pos_emb
     )
     return GPT(config).eval()
 
@@ -125,14 +126,18 @@ def test_trainable_parameter_count_equals_peft_on_the_hf_export():
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
 
 
-def test_saved_adapter_loads_in_peft_and_reproduces_the_logits(tmp_path):
-    model = tiny_gpt()
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_saved_adapter_loads_in_peft_and_reproduces_the_logits(tmp_path, pos_emb):
+    model = tiny_gpt(pos_emb=pos_emb)
     hf = model.to_hf()
-    apply_lora(model, targets=["c_attn", "c_fc"], r=4, alpha=8)
+    apply_lora(model, targets=["c_attn", "c_proj", "c_fc"], r=4, alpha=8)
     randomise_b(model)
     save_adapter(model, tmp_path)
     config = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4
+    if pos_emb == "rope":  # GPT-NeoX names; q/k/v rows regrouped per head
+        assert type(hf).__name__ == "GPTNeoXForCausalLM" and not config["fan_in_fan_out"]
+        assert "gpt_neox.layers.0.attention.query_key_value" in config["target_modules"]
     loaded = peft.PeftModel.from_pretrained(hf, str(tmp_path)).eval()
     idx = torch.randint(0, 64, (2, 12))
     with torch.no_grad():
@@ -140,7 +145,7 @@ def test_saved_adapter_loads_in_peft_and_reproduces_the_logits(tmp_path):
         theirs = loaded(input_ids=idx).logits
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
     # and back into a fresh minillm model
-    again = load_adapter(tiny_gpt(), tmp_path)
+    again = load_adapter(tiny_gpt(pos_emb=pos_emb), tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(again(idx)[0], ours, atol=0, rtol=0)
 
@@ -281,8 +286,8 @@ def test_trainable_tokens_are_a_no_op_at_initialisation_and_counted_as_peft_coun
     assert count_parameters(model)[0] == 2 * (4 * 32 + 4 * 96) + len(NEW_TOKENS) * 32
 
 
-def trained_token_model():
-    model = tiny_gpt()
+def trained_token_model(pos_emb: str = "learned"):
+    model = tiny_gpt(pos_emb=pos_emb)
     apply_lora(model, targets=["c_attn", "c_fc"], r=4, alpha=8, trainable_token_ids=NEW_TOKENS)
     randomise_b(model)
     with torch.no_grad():
@@ -290,9 +295,10 @@ def trained_token_model():
     return model
 
 
-def test_saved_trainable_tokens_load_in_peft_and_back(tmp_path):
-    hf = tiny_gpt().to_hf()
-    model = trained_token_model()
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_saved_trainable_tokens_load_in_peft_and_back(tmp_path, pos_emb):
+    hf = tiny_gpt(pos_emb=pos_emb).to_hf()
+    model = trained_token_model(pos_emb)
     save_adapter(model, tmp_path)
     config = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
     assert config["trainable_token_indices"] == NEW_TOKENS
@@ -301,7 +307,7 @@ def test_saved_trainable_tokens_load_in_peft_and_back(tmp_path):
     with torch.no_grad():
         ours = model(idx)[0]
         torch.testing.assert_close(ours, loaded(input_ids=idx).logits, atol=1e-5, rtol=0)
-        again = load_adapter(tiny_gpt(), tmp_path)
+        again = load_adapter(tiny_gpt(pos_emb=pos_emb), tmp_path)
         torch.testing.assert_close(again(idx)[0], ours, atol=0, rtol=0)
 
 
