@@ -27,12 +27,24 @@ def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
     return best, result
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info(**extra: Any) -> dict[str, Any]:
     """What the figures were measured on, including how busy the machine was at the start."""
     load_1min = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),  # speed figures differ between CPU models, so name the one used
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
