@@ -4,7 +4,8 @@ Taught in lesson 03 (attention: :class:`CausalSelfAttention`) and lesson 04 (the
 embeddings, norms, MLPs, blocks, :class:`GPT`). One class covers GPT-2 and a Llama-style model:
 the switches in :class:`GPTConfig` (``pos_emb``, ``norm``, ``mlp``, ``n_kv_head``, ``bias``)
 turn one into the other, and :meth:`GPT.from_hf` / :meth:`GPT.to_hf` convert weights to and from
-``transformers``' ``GPT2LMHeadModel`` and ``LlamaForCausalLM`` (code in :mod:`minillm.hub`).
+``transformers``' ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM`` (GPT-2's blocks with RoPE) and
+``LlamaForCausalLM`` (code in :mod:`minillm.hub`).
 
 Module names follow nanoGPT and Hugging Face's GPT-2 (``transformer.h.0.attn.c_attn`` ...), so a
 GPT-2 checkpoint maps onto this model with only transposes.

@@ -244,7 +244,7 @@ def add_course_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Check the cached course data (a damaged folder is rebuilt, saying so), remove "
         "leftovers of killed runs, and score the course model on the validation split. "
         "--rebuild-data prepares the data again; --retrain trains the course model from scratch "
-        "(about 12 minutes on 2 CPU cores) into the cache.",
+        "(about 15 minutes on 2 CPU cores) into the cache.",
     )
     parser.add_argument("--rebuild-data", action="store_true", help="prepare the data again")
     parser.add_argument("--retrain", action="store_true", help="train the course model again")
