@@ -190,14 +190,21 @@ def classify_sweep() -> dict:
     ]
     n_layer = base.config.n_layer
 
+    def rope_for(T: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        # a model with rotary positions rotates q and k inside every block: pass them along
+        if base.config.pos_emb == "learned":
+            return None
+        return base.rope_cos[:T], base.rope_sin[:T]
+
     @torch.no_grad()
     def frozen(ids: torch.Tensor, k: int) -> torch.Tensor:
         out = []
         for s in range(0, len(ids), 256):
             x = base.transformer.wte(ids[s : s + 256])
-            x = x + base.transformer.wpe(torch.arange(ids.shape[1]))
+            if base.config.pos_emb == "learned":
+                x = x + base.transformer.wpe(torch.arange(ids.shape[1]))
             for block in base.transformer.h[: n_layer - k]:
-                x = block(x)
+                x = block(x, rope=rope_for(ids.shape[1]))
             out.append(base.transformer.ln_f(x) if k == 0 else x)
         return torch.cat(out)
 
@@ -215,7 +222,7 @@ def classify_sweep() -> dict:
         def logits(h, last):
             if k:
                 for block in blocks:
-                    h = block(h)
+                    h = block(h, rope=rope_for(h.shape[1]))
                 h = ln_f(h)
             return head(h[torch.arange(len(last)), last])
 
