@@ -19,6 +19,10 @@ Rows, all scored on the evaluation plays with 95% bootstrap intervals:
 - trainable parameters, training seconds, peak memory, and forgetting (bits per byte of held-out
   pretraining text before and after).
 
+The learning rates of full fine-tuning and LoRA are chosen first, by exact match on validation
+plays taken from the training split (``minillm finetune --validation``; ``lr_sweep`` in the JSON),
+so that neither method's rate is tuned on the evaluation plays.
+
     python bench/finetune.py            # 120 steps per method (DPO 40), one thread per process
     python bench/finetune.py --quick    # 10 steps, a smoke run; the JSON says "mode": "quick"
     python bench/finetune.py --only classify   # re-measure the classification rows only, keep
@@ -75,6 +79,39 @@ def finetune(method: str, out: Path, common: list[str], *extra: str) -> dict:
     result = json.loads((out / "finetune.json").read_text())
     result["process_seconds"], result["peak_rss_bytes"] = wall, peak
     return result
+
+
+LR_GRID = {"full": [3e-4, 1e-3, 3e-3], "lora": [2e-3, 5e-3, 1e-2, 2e-2]}
+"""Learning rates tried on the validation plays; LoRA's choice serves r=8 and r=2."""
+
+
+def lr_sweep(work: Path, common: list[str]) -> dict:
+    """Choose full fine-tuning's and LoRA's learning rates on the validation plays.
+
+    Each run is ``minillm finetune --validation``: it trains on the training plays other than
+    :func:`minillm.instructions.validation_plays` and scores exact match on those, never reading
+    the evaluation plays. The best exact match wins (ties: the lower rate).
+    """
+    rows = []
+    for method, rates in LR_GRID.items():
+        for lr in rates:
+            print(f"  validation: {method} lr {lr:g} ...", flush=True)
+            out = work / f"validation-{method}-{lr:g}"
+            result = finetune(method, out, common, "--validation", "--lr", str(lr))
+            rows.append([method, lr, result["exact_match"]["mean"]])
+    chosen = {
+        method: max((r for r in rows if r[0] == method), key=lambda r: (r[2], -r[1]))[1]
+        for method in LR_GRID
+    }
+    from minillm.instructions import validation_plays
+
+    return {
+        "split": f"validation plays (training plays only): {list(validation_plays())}; the "
+        "other training plays train; the evaluation plays are not read",
+        "columns": ["method", "lr", "validation_exact_match"],
+        "rows": rows,
+        "chosen": chosen,
+    }
 
 
 def base_and_baselines(args, n_resamples: int) -> dict:
@@ -164,30 +201,26 @@ ROUND_2 = [  # (per_play, blocks, steps, lr, seed) at 400 characters: the choice
 def classify_sweep() -> dict:
     """Choose the classification settings on a validation split of the *training* plays.
 
-    Two plays per genre of the training split (``random.Random(0)``) are held out as validation,
-    96 passages each; the other training plays train. The evaluation plays are never read. For
+    Two plays per genre of the training split (:func:`minillm.instructions.validation_plays`) are
+    held out as validation, 96 passages each; the other training plays train. The evaluation plays
+    are never read. For
     speed the frozen layers run once (their output cached) and the trained blocks, ``ln_f`` and
     the head train on the cache, as :class:`minillm.finetune.SequenceClassifier` would (last real
     token; right padding cannot reach it through causal attention).
     """
     import copy
     import itertools
-    import random
 
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
     import minillm
     from minillm.finetune_cli import GENRE_NAMES, genre_passages, lr_at, pad_texts
-    from minillm.instructions import EVAL_PLAYS, GENRES, build_instructions
+    from minillm.instructions import build_instructions, validation_plays
 
     base, tokenizer = minillm.course_model(verbose=False)
     base.eval()
-    train_plays = sorted(t for t in GENRES if t not in EVAL_PLAYS)
-    rng = random.Random(0)
-    val_plays = [
-        p for g in GENRE_NAMES for p in rng.sample([t for t in train_plays if GENRES[t] == g], 2)
-    ]
+    val_plays = list(validation_plays())  # two training plays per genre, as --validation holds out
     n_layer = base.config.n_layer
 
     def rope_for(T: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -534,10 +567,14 @@ def main() -> None:
     steps = ["--steps", str(args.steps)]
     with tempfile.TemporaryDirectory(prefix="minillm-bench-ft-") as tmp:
         work = Path(tmp)
+        print("choosing learning rates on the validation plays ...", flush=True)
+        sweep_common = [*common[:-1], "0", *steps]  # no forgetting score: only exact match
+        results["lr_sweep"] = lr_sweep(work, sweep_common)
+        lr = {m: ["--lr", str(v)] for m, v in results["lr_sweep"]["chosen"].items()}
         plan = [
-            ("full fine-tuning", "full", []),
-            ("LoRA r=8", "lora", ["--rank", "8"]),
-            ("LoRA r=2", "lora", ["--rank", "2"]),
+            ("full fine-tuning", "full", lr["full"]),
+            ("LoRA r=8", "lora", ["--rank", "8", *lr["lora"]]),
+            ("LoRA r=2", "lora", ["--rank", "2", *lr["lora"]]),
             ("SFT (chat template)", "sft", []),
         ]
         for name, method, extra in plan:

@@ -83,6 +83,9 @@ class FinetuneSettings:
     seed: int = 0
     n_resamples: int = 1000
     forgetting_chars: int = 0
+    # hold out instructions.validation_plays() (training plays) instead of the evaluation plays,
+    # which are then not read at all: for choosing settings without looking at the test plays
+    validation: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -96,6 +99,8 @@ class FinetuneSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.validation, bool):
+            raise ValueError(f"validation must be True or False, got {self.validation!r}")
         for name in ("alpha", "beta") + (("lr",) if self.lr is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -264,13 +269,31 @@ def pad_texts(tokenizer, texts: Sequence[str], side: str = "right", max_len: int
     return ids, attention
 
 
+def held_out_split(
+    settings: FinetuneSettings, docs: Sequence | None = None
+) -> tuple[Sequence | None, tuple[str, ...]]:
+    """(documents to read, plays to hold out): the evaluation plays, or with ``validation`` the
+    validation plays, the evaluation plays' documents then dropped so that nothing reads them."""
+    from minillm.instructions import EVAL_PLAYS, validation_plays
+
+    if not settings.validation:
+        return docs, EVAL_PLAYS
+    if docs is None:
+        from minillm.data import prepare_corpus
+
+        docs = prepare_corpus()
+    return [d for d in docs if d.title not in EVAL_PLAYS], validation_plays()
+
+
 def classify_data(settings: FinetuneSettings, docs: Sequence | None = None) -> dict[str, list]:
     """The genre passages of ``--method classify`` (and of its baselines), split by play."""
     from minillm.instructions import build_instructions
 
+    docs, held_out = held_out_split(settings, docs)
     return build_instructions(
         settings.classify_per_play,
         tasks=["genre"],
+        eval_plays=held_out,
         max_chars=settings.classify_chars,
         seed=settings.seed,
         docs=docs,
@@ -324,9 +347,11 @@ def _make_job(settings, base, tokenizer, docs=None) -> _Job:
     if settings.method == "classify":
         data = classify_data(settings, docs)
     else:
+        docs, held_out = held_out_split(settings, docs)
         data = build_instructions(
             settings.per_play,
             tasks=settings.tasks,
+            eval_plays=held_out,
             max_chars=settings.max_chars,
             seed=settings.seed,
             docs=docs,
@@ -371,7 +396,10 @@ def _check_resumable(saved: dict[str, Any] | None, settings: FinetuneSettings, p
     if not saved or saved.get("finetune") is None:
         raise CheckpointError(f"{path} was not written by `minillm finetune`; cannot resume it")
     mine, theirs = settings.to_dict(), saved["finetune"]
-    changed = sorted(k for k in mine if k not in _SCORING_ONLY and theirs.get(k) != mine[k])
+    default = FinetuneSettings(method=settings.method).to_dict()  # a key older runs lack
+    changed = sorted(
+        k for k in mine if k not in _SCORING_ONLY and theirs.get(k, default[k]) != mine[k]
+    )
     if changed:
         shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine[k]!r}" for k in changed)
         raise ValueError(
@@ -650,6 +678,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         type=checked_number(int, low=0),
         default=defaults.forgetting_chars,
         help="score this many characters of held-out pretraining text before and after",
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score on two training plays per genre (minillm.instructions.validation_plays) "
+        "instead of the evaluation plays, which are then not read: for choosing settings",
     )
     parser.add_argument("--save-every", type=checked_number(int, low=1), default=50)
     parser.add_argument(

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 __all__ = [
     "GENRES",
     "EVAL_PLAYS",
+    "validation_plays",
     "TASKS",
     "Speech",
     "Example",
@@ -128,6 +129,21 @@ EVAL_PLAYS: tuple[str, ...] = (
 """The held-out plays: two per genre; never seen by fine-tuning."""
 
 TASKS: tuple[str, ...] = ("speaker", "genre", "continue", "play")
+
+
+def validation_plays(per_genre: int = 2, seed: int = 0) -> tuple[str, ...]:
+    """Training plays held out to choose settings: ``per_genre`` of each genre, drawn with ``seed``.
+
+    Settings chosen on these plays never look at :data:`EVAL_PLAYS`, whose scores stay honest.
+    """
+    training = sorted(title for title in GENRES if title not in EVAL_PLAYS)
+    rng = random.Random(seed)
+    return tuple(
+        play
+        for genre in ("comedy", "history", "tragedy")
+        for play in rng.sample([t for t in training if GENRES[t] == genre], per_genre)
+    )
+
 
 # "HAMLET." / "Ber." / "First Witch." / "THESEUS": a short capitalised line that heads a block.
 _SPEAKER = re.compile(r"^([A-Z][A-Za-z']*(?: (?:[A-Z][A-Za-z']*|of|and|the|de)){0,3})(\.?)$")

@@ -227,3 +227,32 @@ def test_classify_reads_its_own_longer_passages_and_trains_the_chosen_blocks(bas
     block = sum(p.numel() for p in model.transformer.h[-1].parameters())
     ln_f = sum(p.numel() for p in model.transformer.ln_f.parameters())
     assert counts == {0: head, 1: head + block + ln_f, 5: head + block + ln_f}, counts
+
+
+def test_validation_holds_out_training_plays_and_never_reads_the_evaluation_plays(base, tmp_path):
+    from minillm.finetune_cli import classify_data
+    from minillm.instructions import EVAL_PLAYS, GENRES, validation_plays
+
+    held = validation_plays()
+    assert len(held) == 6 and not set(held) & set(EVAL_PLAYS), held
+    assert sorted(GENRES[p] for p in held) == ["comedy"] * 2 + ["history"] * 2 + ["tragedy"] * 2
+    titles = [held[0], "Hamlet", "Macbeth"]  # a validation play, a training play, an eval play
+    docs = [Document(name=f"p{i}", text=fake_play(i), title=t) for i, t in enumerate(titles)]
+    chosen = settings("classify", classify_per_play=3, validation=True)
+    data = classify_data(chosen, docs)
+    assert {e.play for e in data["eval"]} == {held[0]}, {e.play for e in data["eval"]}
+    assert {e.play for e in data["train"]} == {"Hamlet"}, {e.play for e in data["train"]}
+    plain = classify_data(settings("classify", classify_per_play=3), docs)
+    assert {e.play for e in plain["eval"]} == {"Macbeth"}  # without it: the evaluation plays
+    model, tokenizer = base
+    out = run_finetune(
+        settings("lora", validation=True),
+        tmp_path,
+        base=model,
+        tokenizer=tokenizer,
+        docs=docs,
+        verbose=False,
+    )
+    assert out["settings"]["validation"] is True and out["exact_match"]["n"] > 0, out["settings"]
+    with pytest.raises(ValueError, match="validation must be True or False"):
+        FinetuneSettings(validation="yes")
