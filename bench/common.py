@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from minillm.utils import cpu_name
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -27,24 +29,13 @@ def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
     return best, result
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(**extra: Any) -> dict[str, Any]:
     """What the figures were measured on, including how busy the machine was at the start."""
     load_1min = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpu": cpu_model(),  # speed figures differ between CPU models, so name the one used
+        "cpu": cpu_name(),  # speed figures differ between CPU models, so name the one used
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

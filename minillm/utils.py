@@ -203,6 +203,20 @@ class DoctorReport:
         return "\n".join(out)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows.
+
+    Speed figures differ between CPU models, so results and model cards record it.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _version_of(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -279,6 +293,7 @@ def doctor(verbose: bool = True, measure: bool = True) -> DoctorReport:
     report = DoctorReport()
     report.add("python", f"{platform.python_version()} ({sys.executable})")
     report.add("platform", f"{platform.system()} {platform.machine()}")
+    report.add("cpu", cpu_name())
 
     torch_version = torch.__version__
     report.add("torch", torch_version)

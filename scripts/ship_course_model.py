@@ -36,19 +36,10 @@ from minillm.course import (
 from minillm.prepare import COURSE_DATA
 from minillm.runlog import read_log
 from minillm.tokenizer import BPETokenizer
+from minillm.utils import cpu_name
 
 # Above this the weights are stored as bfloat16 (the package must stay small).
 MAX_FLOAT32_BYTES = 10_000_000
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
