@@ -92,6 +92,8 @@ def lr_sweep(work: Path, common: list[str]) -> dict:
     :func:`minillm.instructions.validation_plays` and scores exact match on those, never reading
     the evaluation plays. The best exact match wins (ties: the lower rate).
     """
+    from minillm.instructions import validation_plays
+
     rows = []
     for method, rates in LR_GRID.items():
         for lr in rates:
@@ -103,8 +105,6 @@ def lr_sweep(work: Path, common: list[str]) -> dict:
         method: max((r for r in rows if r[0] == method), key=lambda r: (r[2], -r[1]))[1]
         for method in LR_GRID
     }
-    from minillm.instructions import validation_plays
-
     return {
         "split": f"validation plays (training plays only): {list(validation_plays())}; the "
         "other training plays train; the evaluation plays are not read",
@@ -203,10 +203,10 @@ def classify_sweep() -> dict:
 
     Two plays per genre of the training split (:func:`minillm.instructions.validation_plays`) are
     held out as validation, 96 passages each; the other training plays train. The evaluation plays
-    are never read. For
-    speed the frozen layers run once (their output cached) and the trained blocks, ``ln_f`` and
-    the head train on the cache, as :class:`minillm.finetune.SequenceClassifier` would (last real
-    token; right padding cannot reach it through causal attention).
+    are never read. For speed the frozen layers run once (their output cached) and the trained
+    blocks, ``ln_f`` and the head train on the cache, as
+    :class:`minillm.finetune.SequenceClassifier` would (last real token; right padding cannot
+    reach it through causal attention).
     """
     import copy
     import itertools
@@ -568,8 +568,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="minillm-bench-ft-") as tmp:
         work = Path(tmp)
         print("choosing learning rates on the validation plays ...", flush=True)
-        sweep_common = [*common[:-1], "0", *steps]  # no forgetting score: only exact match
-        results["lr_sweep"] = lr_sweep(work, sweep_common)
+        # the last --forgetting-chars wins: no forgetting score, the sweep needs exact match only
+        results["lr_sweep"] = lr_sweep(work, [*common, "--forgetting-chars", "0", *steps])
         lr = {m: ["--lr", str(v)] for m, v in results["lr_sweep"]["chosen"].items()}
         plan = [
             ("full fine-tuning", "full", lr["full"]),

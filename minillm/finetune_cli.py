@@ -401,7 +401,7 @@ def _check_resumable(saved: dict[str, Any] | None, settings: FinetuneSettings, p
         k for k in mine if k not in _SCORING_ONLY and theirs.get(k, default[k]) != mine[k]
     )
     if changed:
-        shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine[k]!r}" for k in changed)
+        shown = ", ".join(f"{k}: {theirs.get(k, default[k])!r} -> {mine[k]!r}" for k in changed)
         raise ValueError(
             f"--resume with settings that differ from the checkpoint's ({shown}); resume with the "
             "same settings, or start again with --overwrite"
