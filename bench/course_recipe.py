@@ -34,10 +34,9 @@ import torch
 from common import RESULTS_DIR, machine_info, write_results
 
 from minillm.course import COURSE_TRAIN, cache_dir, course_config, course_data, split_bits_per_byte
+from minillm.data import batch_generator, load_split
 from minillm.model import GPT, GPTConfig
-from minillm.prepare import COURSE_DATA, META_FILE, prepare
-from minillm.splits import batch_generator, load_split
-from minillm.train import configure_optimizer, train
+from minillm.train import COURSE_DATA, META_FILE, configure_optimizer, prepare, train
 
 RESULTS = RESULTS_DIR / "course_recipe.json"
 # issue 9's targets, drawn on the plot: the lesson-05 run (about 2 minutes) and the shipped model
@@ -212,8 +211,7 @@ def run_candidate(name: str, candidate: dict[str, Any], budget: float) -> dict[s
 
 def row_from_run(run_dir: Path, name: str, budget: float) -> dict[str, Any]:
     """A results row for a run trained elsewhere: its ``out_dir``, or the shipped model's folder."""
-    from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from minillm.runlog import read_log
+    from minillm.train import CHECKPOINT_NAME, load_checkpoint, read_log
 
     card = run_dir / "card.json"  # the shipped model's folder (minillm/assets/course_model)
     if card.is_file():

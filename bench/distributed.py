@@ -4,7 +4,7 @@
    thread, 1 process x 2 threads and 2 ranks x 1 thread (DistributedDataParallel over gloo), with
    the share of a two-rank step spent communicating (the step timed again under ``no_sync``).
 2. All-reduce on 2 CPU ranks from 1 KB to 64 MB: gloo's ``dist.all_reduce`` against the lesson's
-   ring all-reduce written from send/recv (``minillm.ddp_scratch.ring_all_reduce``), time and
+   ring all-reduce written from send/recv (``minillm.train.ddp_scratch.ring_all_reduce``), time and
    bus bandwidth ``2 (N-1)/N * bytes / time``.
 
     python bench/distributed.py            # full run, writes bench/results/distributed.json
@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 from common import machine_info, write_results
 
-from minillm import dist_lab
-from minillm.distributed import launch
+from minillm.train import dist_lab, launch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed.json"
 

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BASELINE_SCRIPT = """
 import minillm
-from minillm.instructions import build_instructions
+from minillm.finetune.instructions import build_instructions
 minillm.course_model(verbose=False)
 build_instructions({per_play}, tasks={tasks!r}, max_chars={max_chars})
 """
@@ -89,10 +89,10 @@ def lr_sweep(work: Path, common: list[str]) -> dict:
     """Choose full fine-tuning's and LoRA's learning rates on the validation plays.
 
     Each run is ``minillm finetune --validation``: it trains on the training plays other than
-    :func:`minillm.instructions.validation_plays` and scores exact match on those, never reading
+    :func:`minillm.finetune.instructions.validation_plays` and scores exact match on those, never reading
     the evaluation plays. The best exact match wins (ties: the lower rate).
     """
-    from minillm.instructions import validation_plays
+    from minillm.finetune import validation_plays
 
     rows = []
     for method, rates in LR_GRID.items():
@@ -118,10 +118,9 @@ def base_and_baselines(args, n_resamples: int) -> dict:
     """The base model prompted (no training), and the no-model baselines, on the eval plays."""
     import minillm
     from minillm import finetune as ft
-    from minillm import sft
-    from minillm.finetune_cli import plain_example
-    from minillm.instructions import build_instructions, speaker_shortcut
-    from minillm.metrics import bootstrap_ci
+    from minillm.cli.finetune_recipe import plain_example
+    from minillm.evaluate import bootstrap_ci
+    from minillm.finetune import build_instructions, sft, speaker_shortcut
 
     def ci(values):
         est = bootstrap_ci(values, n_resamples=n_resamples, seed=0)
@@ -161,7 +160,7 @@ def logistic_regression(data: dict, ci) -> dict:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from minillm.finetune_cli import genre_passages
+    from minillm.cli.finetune_recipe import genre_passages
 
     train_texts, train_labels = genre_passages(data["train"])
     eval_texts, eval_labels = genre_passages(data["eval"])
@@ -201,7 +200,7 @@ ROUND_2 = [  # (per_play, blocks, steps, lr, seed) at 400 characters: the choice
 def classify_sweep() -> dict:
     """Choose the classification settings on a validation split of the *training* plays.
 
-    Two plays per genre of the training split (:func:`minillm.instructions.validation_plays`) are
+    Two plays per genre of the training split (:func:`minillm.finetune.instructions.validation_plays`) are
     held out as validation, 96 passages each; the other training plays train. The evaluation plays
     are never read. For speed the frozen layers run once (their output cached) and the trained
     blocks, ``ln_f`` and the head train on the cache, as
@@ -215,8 +214,8 @@ def classify_sweep() -> dict:
     from sklearn.linear_model import LogisticRegression
 
     import minillm
-    from minillm.finetune_cli import GENRE_NAMES, genre_passages, lr_at, pad_texts
-    from minillm.instructions import build_instructions, validation_plays
+    from minillm.cli.finetune_recipe import GENRE_NAMES, genre_passages, lr_at, pad_texts
+    from minillm.finetune import build_instructions, validation_plays
 
     base, tokenizer = minillm.course_model(verbose=False)
     base.eval()
@@ -342,8 +341,8 @@ def classify_sweep() -> dict:
 
 def classification_rows(common: list[str], n_resamples: int) -> dict[str, dict]:
     """Majority class, logistic regression and the two heads, on the same classify passages."""
-    from minillm.finetune_cli import FinetuneSettings, classify_data
-    from minillm.metrics import bootstrap_ci
+    from minillm.cli.finetune_recipe import FinetuneSettings, classify_data
+    from minillm.evaluate import bootstrap_ci
 
     def ci(values):
         est = bootstrap_ci(values, n_resamples=n_resamples, seed=0)

@@ -1,6 +1,6 @@
 """Generation benchmark on the course model: the KV cache, batch size, continuous batching.
 
-1. Greedy decoding of 64, 256 and 512 new tokens with the KV cache (``minillm.generate``)
+1. Greedy decoding of 64, 256 and 512 new tokens with the KV cache (``minillm.serve.generation``)
    against recomputing the window for every token (``use_cache=False``); the two must produce
    the same tokens. ``transformers``' cached ``generate`` on the same weights runs beside them
    where the request fits its context (prompt + new tokens <= block_size). Twice: on the shipped
@@ -36,9 +36,8 @@ import torch
 from common import machine_info, timed, write_results
 
 import minillm
-from minillm.engine import ContinuousBatcher, Request, generate_batch
-from minillm.generate import SamplingParams, generate
 from minillm.model import GPT, GPTConfig
+from minillm.serve import ContinuousBatcher, Request, SamplingParams, generate, generate_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
 LONG_CONTEXT = 1024

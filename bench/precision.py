@@ -7,7 +7,7 @@
    (fullgraph=True) in float32 and in bfloat16, with its compile time (the first step, minus a
    steady one). Each row: one untimed step, then ``--steps`` timed ones.
 3. Activation memory per dtype: bytes autograd keeps for backward in one forward pass
-   (:func:`minillm.precision.saved_activation_bytes`), and CUDA's peak when a GPU is present.
+   (:func:`minillm.train.precision.saved_activation_bytes`), and CUDA's peak when a GPU is present.
 
     python bench/precision.py            # full run, writes bench/results/precision.json
     python bench/precision.py --quick    # no torch.compile on the wide preset
@@ -29,8 +29,8 @@ import torch
 import torch._inductor.config
 from common import machine_info, write_results
 
-from minillm import precision as P
 from minillm.model import GPT, GPTConfig
+from minillm.train import precision as P
 from minillm.utils import measure_matmul_gflops, seed_everything
 
 RESULT = Path(__file__).resolve().parent / "results" / "precision.json"

@@ -33,11 +33,9 @@ import torch
 from common import machine_info, write_results
 
 from minillm.course import COURSE_TRAIN, course_config, course_data
-from minillm.data import get_batch, prepare_corpus, split_documents
+from minillm.data import batch_generator, get_batch, load_split, prepare_corpus, split_documents
 from minillm.model import GPT, GPTConfig
-from minillm.prepare import COURSE_DATA
-from minillm.splits import batch_generator, load_split
-from minillm.train import configure_optimizer, train
+from minillm.train import COURSE_DATA, configure_optimizer, train
 from minillm.utils import measure_matmul_gflops
 
 RESULTS = Path(__file__).resolve().parent / "results"

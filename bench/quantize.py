@@ -45,8 +45,8 @@ from common import machine_info, timed, write_results
 import minillm
 from minillm import quantize as Q
 from minillm.course import course_data
+from minillm.data import load_split
 from minillm.model import GPT, GPTConfig
-from minillm.splits import load_split
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantize.json"
 

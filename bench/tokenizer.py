@@ -25,13 +25,8 @@ from pathlib import Path
 from common import machine_info, timed, write_results
 
 from minillm.data import prepare_corpus
-from minillm.tokenizer import (
-    ENDOFTEXT,
-    GPT2_PATTERN,
-    BPETokenizer,
-    _bytes_to_unicode,
-    tiktoken_gpt2,
-)
+from minillm.tokenizer import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, tiktoken_gpt2
+from minillm.tokenizer.gpt2 import _bytes_to_unicode
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tokenizer.json"
 SAMPLE_CHARS = 1_000_000  # the "~1 MB" of the training target

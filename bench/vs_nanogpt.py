@@ -356,8 +356,7 @@ def lesson_recipe() -> tuple[str, dict[str, Any]]:
 
 def seconds_per_step(config, train_ids: np.ndarray, steps: int = 8) -> float:
     """Median seconds of one optimizer step of this run's model (throwaway weights)."""
-    from minillm.data import get_batch
-    from minillm.splits import batch_generator
+    from minillm.data import batch_generator, get_batch
     from minillm.train import build_model, configure_optimizer
 
     model = build_model(config, None)
@@ -423,9 +422,8 @@ def check_minillm_settings(args) -> None:
 
 def run_minillm(text: str, budget: float, args, work: Path) -> dict[str, Any]:
     """Tokenizer, calibration and training inside ``budget`` seconds; scored on the whole val text."""
-    from minillm.prepare import COURSE_DATA
     from minillm.tokenizer import BPETokenizer
-    from minillm.train import train
+    from minillm.train import COURSE_DATA, train
 
     recipe_name, recipe = lesson_recipe()
     split = int(len(text) * TRAIN_FRACTION)

@@ -1,6 +1,7 @@
 """minillm: a small GPT-style language model, built end to end.
 
-Each module is one stage of the lifecycle and says at its top which lesson teaches it.
+Each subpackage is one stage of the lifecycle (``minillm.data`` for lesson 01 up to
+``minillm.interpret`` for lesson 13) and says in its docstring which lesson teaches it.
 Submodules are imported on first use, so ``import minillm`` is fast and needs only the
 runtime dependencies; ``minillm.GPT`` and friends resolve lazily.
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from minillm.utils import auto_device, doctor, seed_everything
+from minillm.utils.environment import auto_device, doctor, seed_everything
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported when first accessed)
+# public name -> the stage package that exports it (imported when first accessed)
 _LAZY: dict[str, str] = {
     "BPETokenizer": "minillm.tokenizer",
     "GPT": "minillm.model",
@@ -24,15 +25,15 @@ _LAZY: dict[str, str] = {
     "course_model": "minillm.course",
     "load_corpus": "minillm.data",
     "prepare_corpus": "minillm.data",
-    "UnigramModel": "minillm.baselines",
-    "BigramModel": "minillm.baselines",
-    "baseline_report": "minillm.baselines",
-    "LoRALinear": "minillm.lora",
-    "apply_lora": "minillm.lora",
-    "merge_lora": "minillm.lora",
-    "SamplingParams": "minillm.generate",
-    "generate_batch": "minillm.engine",
-    "ContinuousBatcher": "minillm.engine",
+    "UnigramModel": "minillm.train",
+    "BigramModel": "minillm.train",
+    "baseline_report": "minillm.train",
+    "LoRALinear": "minillm.finetune",
+    "apply_lora": "minillm.finetune",
+    "merge_lora": "minillm.finetune",
+    "SamplingParams": "minillm.serve",
+    "generate_batch": "minillm.serve",
+    "ContinuousBatcher": "minillm.serve",
     "create_app": "minillm.serve",
     "QuantLinear": "minillm.quantize",
     "quantize_model": "minillm.quantize",

@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.checkpoint import (
+from minillm.data.splits import load_split
+from minillm.model.config import PRESETS
+from minillm.tokenizer.bpe import BPETokenizer
+from minillm.train.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
     TOKENIZER_NAME,
@@ -28,14 +31,15 @@ from minillm.checkpoint import (
     check_tokenizer,
     load_checkpoint,
 )
-from minillm.prepare import file_sha256
-from minillm.splits import load_split
-from minillm.train import TrainConfig, train
+from minillm.train.config import TrainConfig
+from minillm.train.loop import train
+from minillm.train.shards import COURSE_DATA, file_sha256, prepare, verify_data_dir
+from minillm.utils.assets import asset_path
 
 CACHE_ENV_VAR = "MINILLM_CACHE"
 """Environment variable naming the cache folder for trained course artefacts."""
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "course_model"
+SHIPPED_DIR = asset_path("course_model")
 """The trained course model that ships inside the package (weights, tokenizer, card)."""
 SHIPPED_WEIGHTS = "model.safetensors"
 SHIPPED_CARD = "card.json"
@@ -46,7 +50,7 @@ SHIPPED_CARD = "card.json"
 COURSE_TRAIN: dict[str, Any] = {
     "model_preset": "course",  # 4 layers x 128 wide, 4,096-token vocabulary, 128-token context
     # Rotary positions instead of learned ones: 2.110 against 2.152 bits per byte at 10,500
-    # steps (bench/results/course_recipe.json); exported as GPT-NeoX (minillm.hub).
+    # steps (bench/results/course_recipe.json); exported as GPT-NeoX (minillm.release.hub).
     "model_overrides": {"pos_emb": "rope"},
     "max_steps": 14000,  # x 4 sequences x 128 tokens = 7.2M tokens, about 4.9 epochs
     "batch_size": 4,  # many small steps learn more per CPU-second than few large ones
@@ -141,7 +145,6 @@ def clean_stale_temporaries(folder: Path | None = None) -> list[Path]:
 
 def _data_problem(folder: Path) -> str | None:
     """Why a cached data folder cannot be used (None when it is complete and intact)."""
-    from minillm.prepare import verify_data_dir
 
     try:
         verify_data_dir(folder, deep=True)
@@ -153,11 +156,10 @@ def _data_problem(folder: Path) -> str | None:
 def course_data(*, rebuild: bool = False, verbose: bool = True) -> Path:
     """The course dataset folder (shards + tokenizer), prepared once and cached.
 
-    Runs :func:`minillm.prepare.prepare` with :data:`minillm.prepare.COURSE_DATA` the first time
+    Runs :func:`minillm.train.shards.prepare` with :data:`minillm.train.shards.COURSE_DATA` the first time
     (about 10 s) into the cache folder; later calls check the folder and return it at once. A
     damaged cached folder (truncated or missing files) is rebuilt, with a message saying so.
     """
-    from minillm.prepare import COURSE_DATA, prepare
 
     final = cache_dir() / f"course-data-{_fingerprint(COURSE_DATA, FORMAT_VERSION)}"
     clean_stale_temporaries(final.parent)
@@ -174,8 +176,6 @@ def course_data(*, rebuild: bool = False, verbose: bool = True) -> Path:
 
 def course_model_dir() -> Path:
     """Where :func:`course_model` keeps a run it trained (checkpoint, log, tokenizer)."""
-    from minillm.model import PRESETS
-    from minillm.prepare import COURSE_DATA
 
     key = _fingerprint(COURSE_DATA, COURSE_TRAIN, PRESETS["course"], FORMAT_VERSION)
     return cache_dir() / f"course-model-{key}"
@@ -210,7 +210,6 @@ def load_shipped_model():
             not match the recorded configuration (a damaged installation: reinstall minillm, or
             train the model with ``course_model(retrain=True)``).
     """
-    from minillm.tokenizer import BPETokenizer
 
     card = shipped_card()
     if card is None:
@@ -234,7 +233,6 @@ def load_shipped_model():
 
 
 def _load_trained(final: Path):
-    from minillm.tokenizer import BPETokenizer
 
     checkpoint = load_checkpoint(final / CHECKPOINT_NAME)
     tokenizer = BPETokenizer.load(final / TOKENIZER_NAME)

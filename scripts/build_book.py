@@ -21,6 +21,7 @@ book adds the instructor guide (workshop plans, answers to the pauses) and the s
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import pkgutil
 import re
@@ -128,31 +129,37 @@ def write_toc(instructor: bool, book: Path = BOOK) -> None:
 
 
 def write_api_page(book: Path = BOOK) -> None:
+    """book/api.md: one section per stage subpackage (its lesson), one entry per module in it."""
     import minillm
 
-    modules = sorted(
-        info.name
-        for info in pkgutil.iter_modules(minillm.__path__)
-        if not info.name.startswith("_")
-    )
     parts = [
         "# API reference",
         "",
-        "Generated from the docstrings of the `minillm` package. Each module names the lesson "
-        "that builds it from scratch.",
+        "Generated from the docstrings of the `minillm` package. The folders follow the lessons: "
+        "each subpackage names the lesson that builds it from scratch and lists its modules.",
         "",
     ]
-    for name in modules:
-        parts += [
-            f"## `minillm.{name}`",
-            "",
-            "```{eval-rst}",
-            f".. automodule:: minillm.{name}",
-            "   :members:",
-            "   :show-inheritance:",
-            "```",
-            "",
-        ]
+    for info in sorted(pkgutil.iter_modules(minillm.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        name = f"minillm.{info.name}"
+        parts += [f"## `{name}`", "", "```{eval-rst}", f".. automodule:: {name}"]
+        if not info.ispkg:
+            parts += ["   :members:", "   :show-inheritance:", "```", ""]
+            continue
+        parts += ["   :no-members:", "```", ""]
+        package = importlib.import_module(name)
+        for sub in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            parts += [
+                f"### `{name}.{sub.name}`",
+                "",
+                "```{eval-rst}",
+                f".. automodule:: {name}.{sub.name}",
+                "   :members:",
+                "   :show-inheritance:",
+                "```",
+                "",
+            ]
     (book / "api.md").write_text("\n".join(parts))
 
 

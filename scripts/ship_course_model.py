@@ -22,20 +22,25 @@ from pathlib import Path
 
 import torch
 
-from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint, save_checkpoint
 from minillm.course import (
     COURSE_TRAIN,
     SHIPPED_CARD,
     SHIPPED_DIR,
     SHIPPED_WEIGHTS,
     course_data,
-    file_sha256,
     split_bits_per_byte,
     train_course_model,
 )
-from minillm.prepare import COURSE_DATA
-from minillm.runlog import read_log
 from minillm.tokenizer import BPETokenizer
+from minillm.train import (
+    CHECKPOINT_NAME,
+    COURSE_DATA,
+    TOKENIZER_NAME,
+    file_sha256,
+    load_checkpoint,
+    read_log,
+    save_checkpoint,
+)
 from minillm.utils import cpu_name
 
 # Above this the weights are stored as bfloat16 (the package must stay small).

@@ -1,4 +1,4 @@
-"""minillm.baselines: count models against their brute-force definitions, the harness scoring
+"""minillm.train.baselines: count models against their brute-force definitions, the harness scoring
 them, compressor bits per byte, and the report on a prepared data folder."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_corpus import write_pseudo_verse
 
-from minillm import baselines as B
+import minillm.evaluate as M
+import minillm.train as B
 from minillm import cli
 from minillm import evaluate as E
-from minillm import metrics as M
 from minillm.tokenizer import BPETokenizer
 
 TINY = [0, 1, 2, 0, 1, 3, 0, 1, 2, 2, 4, 0]  # V = 6: id 5 never occurs

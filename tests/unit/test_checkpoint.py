@@ -11,15 +11,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minillm.checkpoint import (
+from minillm.model import GPT, GPTConfig
+from minillm.train import (
     CHECKPOINT_NAME,
     CheckpointError,
+    TrainConfig,
+    configure_optimizer,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
+    train,
 )
-from minillm.model import GPT, GPTConfig
-from minillm.train import TrainConfig, configure_optimizer, train
 
 VOCAB, BLOCK = 32, 16
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from minillm import cli, utils
+from minillm import cli
+from minillm.utils import environment as utils
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -12,12 +12,10 @@ from tiny_corpus import write_pseudo_verse
 
 from minillm import cli
 from minillm import course as train_module
-from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minillm.course import COURSE_TRAIN, course_config
 from minillm.data import load_tokens
-from minillm.runlog import read_log
 from minillm.tokenizer import BPETokenizer
-from minillm.train import TrainConfig
+from minillm.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = ["n_layer=1", "n_head=2", "n_embd=16", "block_size=32"]

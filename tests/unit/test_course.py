@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from minillm import course
-from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, CheckpointError
 from minillm.model import PRESETS
-from minillm.prepare import COURSE_DATA
+from minillm.train import CHECKPOINT_NAME, COURSE_DATA, TOKENIZER_NAME, CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def tiny_course(tmp_path, monkeypatch):
         "fractions": [0.6, 0.2, 0.2],
         "seed": 0,
     }
-    monkeypatch.setattr("minillm.prepare.COURSE_DATA", data)
+    monkeypatch.setattr("minillm.course.COURSE_DATA", data)
     tiny = {
         **course.COURSE_TRAIN,
         "max_steps": 3,

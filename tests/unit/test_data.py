@@ -23,6 +23,7 @@ from minillm.data import (
     known_edition_pairs,
     load_corpus,
     lsh_candidate_pairs,
+    pipeline,
     prepare_corpus,
     quality_filter,
     quality_problems,
@@ -100,7 +101,7 @@ def test_prepare_corpus_keeps_the_modern_editions_deterministically():
     assert not any(d.name.endswith("_gut_f") for d in docs)
     assert {"hamlet_gut", "sonnets_gut", "pericles_gut"} <= {d.name for d in docs}
     assert all(clean_text(d.text) == d.text for d in docs)
-    uncached = data._prepare(load_corpus("shakespeare"))
+    uncached = pipeline._prepare(load_corpus("shakespeare"))
     assert uncached == docs
     docs.clear()  # the caller's list is its own
     assert len(prepare_corpus("shakespeare")) == 42

@@ -48,7 +48,7 @@ def test_pack_and_load_round_trip(tmp_path, vocab_size, dtype):
 
 
 def test_pack_accepts_lists_tensors_and_streams(tmp_path, monkeypatch):
-    monkeypatch.setattr("minillm.data._CHUNK_TOKENS", 7)  # force several chunks
+    monkeypatch.setattr("minillm.data.packing._CHUNK_TOKENS", 7)  # force several chunks
     expected = list(range(50)) * 3
     for i, ids in enumerate(
         [expected, torch.tensor(expected), iter(expected), (x for x in expected)]
@@ -58,7 +58,7 @@ def test_pack_accepts_lists_tensors_and_streams(tmp_path, monkeypatch):
 
 
 def test_pack_rejects_bad_ids(tmp_path, monkeypatch):
-    monkeypatch.setattr("minillm.data._CHUNK_TOKENS", 4)
+    monkeypatch.setattr("minillm.data.packing._CHUNK_TOKENS", 4)
     with pytest.raises(ValueError, match=r"id 300 at position 5 is outside \[0, 256\)"):
         pack_tokens([1, 2, 3, 4, 5, 300, 6], tmp_path / "x.bin", 256)
     with pytest.raises(ValueError, match="id -1 at position 0"):

@@ -1,6 +1,6 @@
 """Lesson 06's data parallelism, proven on CPU ranks: it equals one process on the same batch.
 
-Each test spawns a small gloo group with :func:`minillm.distributed.launch` (a few seconds each)
+Each test spawns a small gloo group with :func:`minillm.train.distributed.launch` (a few seconds each)
 and compares what the ranks computed with one process doing the same work.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillm import dist_lab as L
-from minillm.distributed import launch
+from minillm.train import dist_lab as L
+from minillm.train import launch
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The DPO loss (minillm.dpo) against trl's DPOTrainer loss code and the paper's formula."""
+"""The DPO loss (minillm.finetune.dpo) against trl's DPOTrainer loss code and the paper's formula."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillm.dpo import dpo_loss, sequence_logprobs
+from minillm.finetune import dpo_loss, sequence_logprobs
 
 
 def paper_formula(pc, pr, rc, rr, beta):

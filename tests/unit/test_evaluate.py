@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+import minillm.evaluate as M
 from minillm import cli
 from minillm import evaluate as E
-from minillm import metrics as M
 
 
 class TinyLM(nn.Module):
@@ -149,9 +149,9 @@ def test_evaluate_needs_tasks_with_distinct_names():
 
 
 def test_eval_command_on_a_checkpoint(tmp_path, text_dir, capsys):
-    from minillm.checkpoint import TOKENIZER_NAME, save_checkpoint
     from minillm.model import GPT, GPTConfig
     from minillm.tokenizer import BPETokenizer
+    from minillm.train import TOKENIZER_NAME, save_checkpoint
 
     tokenizer = BPETokenizer.train(
         "To be, or not to be, that is the question. " * 20, vocab_size=270,

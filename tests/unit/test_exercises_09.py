@@ -119,7 +119,7 @@ def test_09_distinct_n_wrong_answers_fail(wrong, fragment):
 # ---------------------------------------------------------------------------------------------
 
 CURVE = """
-from minillm.baselines import BigramModel
+from minillm.train.baselines import BigramModel
 
 ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 

@@ -7,24 +7,22 @@ import pytest
 import torch
 
 from minillm.finetune import (
-    SequenceClassifier,
-    answer_exact_match,
-    last_token_index,
-    sft_loss,
-    train_steps,
-)
-from minillm.lora import apply_lora
-from minillm.model import GPT, GPTConfig
-from minillm.sft import (
     CHAT_TEMPLATE,
     CHAT_TOKENS,
     ChatFormat,
+    SequenceClassifier,
     add_chat_tokens,
+    answer_exact_match,
+    apply_lora,
     collate,
+    last_token_index,
     masked_cross_entropy,
     resize_token_embeddings,
+    sft_loss,
     to_hf_tokenizer,
+    train_steps,
 )
+from minillm.model import GPT, GPTConfig
 from minillm.tokenizer import BPETokenizer
 
 TEXT = (

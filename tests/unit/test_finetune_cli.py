@@ -8,13 +8,13 @@ import random
 import pytest
 import torch
 
-from minillm.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint, save_checkpoint
 from minillm.cli import main
+from minillm.cli.finetune_recipe import RESULTS_NAME, FinetuneSettings, run_finetune
 from minillm.data import Document
-from minillm.finetune_cli import RESULTS_NAME, FinetuneSettings, run_finetune
-from minillm.lora import load_adapter
+from minillm.finetune import load_adapter
 from minillm.model import GPT, GPTConfig
 from minillm.tokenizer import BPETokenizer
+from minillm.train import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint, save_checkpoint
 
 NAMES = ["HAMLET", "HORATIO", "OPHELIA", "First Witch"]
 WORDS = [
@@ -46,7 +46,7 @@ def fake_play(seed: int) -> str:
     return "\n\n".join(blocks)
 
 
-# Two training plays, one held-out play (Macbeth is in minillm.instructions.EVAL_PLAYS).
+# Two training plays, one held-out play (Macbeth is in minillm.finetune.instructions.EVAL_PLAYS).
 DOCS = [
     Document(name=t.lower().replace(" ", "_"), text=fake_play(i), title=t)
     for i, t in enumerate(["Hamlet", "The Tempest", "Macbeth"])
@@ -211,7 +211,7 @@ def test_a_missing_out_flag_is_one_error_line(capsys):
 
 
 def test_classify_reads_its_own_longer_passages_and_trains_the_chosen_blocks(base, tmp_path):
-    from minillm.finetune_cli import classify_data, genre_passages
+    from minillm.cli.finetune_recipe import classify_data, genre_passages
 
     chosen = settings("classify", classify_chars=300, classify_per_play=5, max_chars=60)
     data = classify_data(chosen, DOCS)
@@ -230,8 +230,8 @@ def test_classify_reads_its_own_longer_passages_and_trains_the_chosen_blocks(bas
 
 
 def test_validation_holds_out_training_plays_and_never_reads_the_evaluation_plays(base, tmp_path):
-    from minillm.finetune_cli import classify_data
-    from minillm.instructions import EVAL_PLAYS, GENRES, validation_plays
+    from minillm.cli.finetune_recipe import classify_data
+    from minillm.finetune import EVAL_PLAYS, GENRES, validation_plays
 
     held = validation_plays()
     assert len(held) == 6 and not set(held) & set(EVAL_PLAYS), held

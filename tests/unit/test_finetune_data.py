@@ -1,11 +1,11 @@
-"""The instruction set built from the plays (minillm.instructions)."""
+"""The instruction set built from the plays (minillm.finetune.instructions)."""
 
 from __future__ import annotations
 
 import pytest
 
 from minillm.data import Document
-from minillm.instructions import (
+from minillm.finetune import (
     EVAL_PLAYS,
     GENRES,
     build_instructions,

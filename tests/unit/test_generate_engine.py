@@ -1,13 +1,12 @@
-"""minillm.engine: continuous batching equals sequential generation; admission, retiring, cancel."""
+"""minillm.serve.engine: continuous batching equals sequential generation; admission, retiring, cancel."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minillm.engine import ContinuousBatcher, QueueFullError, Request
-from minillm.generate import SamplingParams, generate
 from minillm.model import GPT, GPTConfig
+from minillm.serve import ContinuousBatcher, QueueFullError, Request, SamplingParams, generate
 
 
 def tiny(**overrides) -> GPT:

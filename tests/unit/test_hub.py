@@ -1,4 +1,4 @@
-"""minillm.hub, minillm.safefile, minillm.modelcard: export, safetensors checks, the card, upload."""
+"""minillm.release.hub, minillm.utils.safefile, minillm.release.modelcard: export, safetensors checks, the card, upload."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 import torch
 
 import minillm
-from minillm import hub, modelcard, safefile
 from minillm.model import GPT, GPTConfig
+from minillm.release import hub, modelcard
+from minillm.utils import safefile
 
 ROOT = Path(__file__).resolve().parents[2]
 for noisy in ("torchao", "torch.utils._pytree"):  # optional kernels transformers may load
@@ -84,7 +85,7 @@ def test_export_writes_every_file(course_export):
     assert set(sizes) == {*hub.EXPORT_FILES, safefile.MANIFEST_NAME}
     assert all(size > 0 for size in sizes.values())
     config = json.loads((out / "tokenizer_config.json").read_text())
-    from minillm.sft import CHAT_TEMPLATE
+    from minillm.finetune import CHAT_TEMPLATE
 
     assert config["chat_template"] == CHAT_TEMPLATE
     assert safefile.verify_manifest(out) == []
@@ -133,7 +134,7 @@ def test_the_course_model_matches_after_export(course, course_export):
 
 def test_tokenizer_gives_the_same_ids_on_the_whole_validation_split(course, course_export):
     from minillm.course import course_data
-    from minillm.splits import load_split
+    from minillm.data import load_split
 
     _, tok = course
     _, hf_tok = load_hf(course_export[0])
@@ -406,7 +407,7 @@ def test_push_refuses_a_folder_that_changed(course_export, tmp_path):
 
 def test_cli_export(tmp_path, course, capsys):
     from minillm import cli
-    from minillm.checkpoint import TOKENIZER_NAME, save_checkpoint
+    from minillm.train import TOKENIZER_NAME, save_checkpoint
 
     model, tok = course
     ckpt = tmp_path / "run" / "checkpoint.safetensors"

@@ -1,4 +1,4 @@
-"""LoRA from scratch (minillm.lora) against Hugging Face peft on the same weights."""
+"""LoRA from scratch (minillm.finetune.lora) against Hugging Face peft on the same weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from minillm.lora import (
+from minillm.finetune import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     LoRAConfig,

@@ -1,4 +1,4 @@
-"""minillm.metrics language-model scores: sliding windows, perplexity, bits per byte,
+"""minillm.evaluate.metrics language-model scores: sliding windows, perplexity, bits per byte,
 continuation log-likelihoods, multiple choice, bias probes and the bootstrap.
 
 The stand-in model is causal and sees every token of its window (its output at position t is
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from minillm import metrics as M
+import minillm.evaluate as M
 
 VOCAB = 257  # 256 bytes + <|endoftext|>
 

@@ -1,4 +1,4 @@
-"""minillm.metrics text and label metrics against the reference libraries.
+"""minillm.evaluate.metrics text and label metrics against the reference libraries.
 
 BLEU against sacrebleu, ROUGE against rouge-score, classification against scikit-learn, all to
 1e-9 on property-generated inputs and on the edge cases the issue names. SQuAD scores against
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 from sklearn import metrics as skm
 
-from minillm import metrics as M
+import minillm.evaluate as M
 
 logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its "use effective order" advice
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,11 +1,11 @@
-"""minillm.optim: the written-out AdamW equals torch.optim.AdamW."""
+"""minillm.train.optim: the written-out AdamW equals torch.optim.AdamW."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minillm.optim import WrittenOutAdamW, adamw_update
+from minillm.train import WrittenOutAdamW, adamw_update
 
 
 def _pair(seed: int = 0):

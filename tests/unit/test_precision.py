@@ -1,4 +1,4 @@
-"""minillm.precision and the float16 / torch.compile paths of minillm.train and minillm.model."""
+"""minillm.train.precision and the float16 / torch.compile paths of minillm.train and minillm.model."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from minillm import precision as P
-from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minillm.model import GPT, GPTConfig
-from minillm.train import TrainConfig, train
+from minillm.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+from minillm.train import precision as P
 
 VOCAB, BLOCK = 32, 16
 

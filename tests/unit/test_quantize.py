@@ -1,4 +1,4 @@
-"""minillm.qtensor and minillm.quantize: packing, the schemes, quantized models, files, sizes."""
+"""minillm.quantize.qtensor and minillm.quantize: packing, the schemes, quantized models, files, sizes."""
 
 from __future__ import annotations
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from minillm import quantize
-from minillm.checkpoint import save_checkpoint
+from minillm.cli import quantize as quantize_cli
 from minillm.model import GPT, GPTConfig
+from minillm.train import save_checkpoint
 
 
 def run(argv):
     parser = argparse.ArgumentParser()
-    quantize.add_cli(parser.add_subparsers())
+    quantize_cli.add_cli(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.handler(args)
 
@@ -54,7 +55,7 @@ def test_quantize_command_writes_a_loadable_model(checkpoint, tmp_path, capsys):
 
 def test_quantize_command_writes_gguf(checkpoint, tmp_path):
     pytest.importorskip("gguf")
-    from minillm.gguf import read_gguf
+    from minillm.quantize import read_gguf
 
     path, _ = checkpoint
     out = tmp_path / "model.gguf"

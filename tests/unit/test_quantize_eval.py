@@ -7,11 +7,11 @@ import json
 import torch
 
 from minillm import quantize
-from minillm.checkpoint import save_checkpoint
 from minillm.cli import main
 from minillm.evaluate import evaluate, resolve_task
 from minillm.model import GPT, GPTConfig
 from minillm.tokenizer import BPETokenizer
+from minillm.train import save_checkpoint
 
 
 def test_eval_reads_a_quantized_model_and_scores_it_as_loaded(tmp_path, capsys):

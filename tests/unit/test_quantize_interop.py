@@ -17,7 +17,7 @@ from minillm.quantize import QuantLinear, linear_names, quantize_model, quantize
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType  # noqa: E402
 
-from minillm import gguf as G  # noqa: E402
+from minillm.quantize import gguf as G  # noqa: E402
 
 
 def weights(seed: int) -> list[torch.Tensor]:
@@ -74,7 +74,7 @@ def test_our_dequantize_equals_gguf_dequantize():
 def test_fused_multiply_add_moves_some_q4_0_codes():
     w = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))
     groups = w.reshape(512, -1, 32)
-    from minillm.qtensor import q4_0_rule
+    from minillm.quantize import q4_0_rule
 
     _, unfused = q4_0_rule(groups)
     _, fused = q4_0_rule(groups, fma=True)

@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from minillm import cli
-from minillm.checkpoint import save_checkpoint
 from minillm.model import GPT, GPTConfig
-from minillm.runlog import read_log
 from minillm.tokenizer import BPETokenizer
+from minillm.train import read_log, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +119,7 @@ def test_config_errors_name_the_file_and_its_format(place, capsys):
 
 
 def test_output_folders_are_checked_before_any_work(place, capsys, monkeypatch):
-    import minillm.evaluate as E
+    import minillm.cli.evaluate as E
 
     monkeypatch.setattr(E, "load_for_eval", lambda *a: pytest.fail("the model was loaded first"))
     ev = ["eval", "--checkpoint", str(place / "run" / "checkpoint.safetensors")]
@@ -135,7 +134,7 @@ def test_world_size_that_is_not_a_number(place, capsys, monkeypatch):
 
 
 def test_out_of_memory_is_one_line(monkeypatch, capsys):
-    import minillm.train_cli as T
+    import minillm.cli.train as T
 
     def exhausted(args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")

@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from minillm.checkpoint import (
+from minillm.model import GPT, GPTConfig
+from minillm.tokenizer import BPETokenizer
+from minillm.train import (
     CheckpointError,
     checkpoint_is_valid,
+    configure_optimizer,
     load_checkpoint,
     resave_checkpoint,
     save_checkpoint,
 )
-from minillm.model import GPT, GPTConfig
-from minillm.tokenizer import BPETokenizer
-from minillm.train import configure_optimizer
 
 TEXT = "the quick brown fox jumps over the lazy dog; the dog sleeps, the fox runs. " * 20
 

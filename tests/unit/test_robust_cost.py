@@ -14,10 +14,10 @@ import pytest
 from tiny_corpus import write_pseudo_verse
 
 from minillm import data
-from minillm import prepare as P
 from minillm.data import Document, dedup, pack_tokens
-from minillm.tokenizer import BPETokenizer
-from minillm.tokenizer_guard import MAX_WHITESPACE_RUN, WHITESPACE, split_long_whitespace
+from minillm.data import deduplication as dedup_module
+from minillm.tokenizer import MAX_WHITESPACE_RUN, WHITESPACE, BPETokenizer, split_long_whitespace
+from minillm.train import shards as P
 
 
 class CountingRanks(dict):
@@ -101,7 +101,7 @@ def test_dedup_of_identical_documents_does_constant_minhash_work(monkeypatch):
         return estimate(*args)
 
     monkeypatch.setattr(data.MinHasher, "signature", count_signature)
-    monkeypatch.setattr(data, "estimate_jaccard", count_estimate)
+    monkeypatch.setattr(dedup_module, "estimate_jaccard", count_estimate)
     text = "to be or not to be that is the question " * 30
     work = []
     for n in (100, 200, 400):
@@ -118,7 +118,9 @@ def test_dedup_groups_documents_with_identical_signatures(monkeypatch):
     pairs = []
     lsh = data.lsh_candidate_pairs
     monkeypatch.setattr(
-        data, "lsh_candidate_pairs", lambda sig, bands: pairs.append(len(sig)) or lsh(sig, bands)
+        dedup_module,
+        "lsh_candidate_pairs",
+        lambda sig, bands: pairs.append(len(sig)) or lsh(sig, bands),
     )
     words = "now is the winter of our discontent made glorious summer " * 10
     docs = [Document(f"d{i}", words + "!" * i) for i in range(300)]

@@ -13,12 +13,18 @@ import torch
 from tiny_corpus import write_pseudo_verse
 
 from minillm import cli
-from minillm import prepare as P
-from minillm.checkpoint import CheckpointError, check_tokenizer, load_checkpoint, save_checkpoint
-from minillm.evaluate import load_for_eval
+from minillm.cli.evaluate import load_for_eval
 from minillm.model import GPT, GPTConfig
 from minillm.tokenizer import BPETokenizer
-from minillm.train import TrainConfig, train
+from minillm.train import (
+    CheckpointError,
+    TrainConfig,
+    check_tokenizer,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from minillm.train import shards as P
 
 CORPUS_A = "the quick brown fox jumps over the lazy dog while the cat sleeps " * 40
 CORPUS_B = "a stitch in time saves nine but a rolling stone gathers no moss " * 40

@@ -16,8 +16,7 @@ import pytest
 
 from minillm import evaluate as E
 from minillm.cli import checked_number
-from minillm.distributed import dist_info
-from minillm.train import TrainConfig
+from minillm.train import TrainConfig, dist_info
 from minillm.utils import seed_everything
 
 FLOAT_SETTINGS = [

@@ -12,10 +12,12 @@ import torch
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from minillm.generate import generate  # noqa: E402
 from minillm.model import GPT, GPTConfig  # noqa: E402
-from minillm.serve import create_app  # noqa: E402
-from minillm.serve_api import chat_prompt  # noqa: E402
+from minillm.serve import (
+    chat_prompt,  # noqa: E402
+    create_app,  # noqa: E402
+    generate,  # noqa: E402
+)
 from minillm.tokenizer import BPETokenizer  # noqa: E402
 
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind. Ünïcödé ✓ "
@@ -276,7 +278,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(client):
 def test_serve_cli_registers_its_flags():
     import argparse
 
-    from minillm.serve import _serve_cli, add_cli
+    from minillm.cli.serve import _serve_cli, add_cli
 
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))

@@ -10,12 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.tokenizer import (
-    ENDOFTEXT,
-    FORMAT_VERSION,
-    GPT4_PATTERN,
-    BPETokenizer,
-)
+from minillm.tokenizer import ENDOFTEXT, FORMAT_VERSION, GPT4_PATTERN, BPETokenizer
 
 SETTINGS = settings(max_examples=150, deadline=None)
 # Tiny corpora run out of pairs before reaching the vocabulary size; that warning is tested once.

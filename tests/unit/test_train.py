@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minillm.model import GPT, GPTConfig
-from minillm.runlog import plot_log, read_log
-from minillm.train import NonFiniteLossError, TrainConfig, configure_optimizer, get_lr, train
+from minillm.train import (
+    CHECKPOINT_NAME,
+    NonFiniteLossError,
+    TrainConfig,
+    configure_optimizer,
+    get_lr,
+    load_checkpoint,
+    plot_log,
+    read_log,
+    train,
+)
 
 VOCAB, BLOCK = 32, 16
 

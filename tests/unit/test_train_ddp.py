@@ -19,10 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from minillm.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minillm.model import GPT, GPTConfig
-from minillm.runlog import read_log
-from minillm.train import TrainConfig, train
+from minillm.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, read_log, train
 
 STEPS = 8  # optimizer steps of a whole run; the interrupted runs stop at STEPS // 2
 PER_RANK = 2  # rows per rank and micro-batch; one process takes 2 × PER_RANK

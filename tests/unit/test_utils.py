@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from minillm import utils
 from minillm.utils import auto_device, doctor, measure_matmul_gflops, seed_everything
+from minillm.utils import environment as utils
 
 
 def draws() -> tuple[float, float, list[float]]:
