@@ -36,12 +36,11 @@ from minillm.train import (
     CHECKPOINT_NAME,
     COURSE_DATA,
     TOKENIZER_NAME,
-    file_sha256,
     load_checkpoint,
     read_log,
     save_checkpoint,
 )
-from minillm.utils import cpu_name
+from minillm.utils import cpu_name, sha256_file
 
 # Above this the weights are stored as bfloat16 (the package must stay small).
 MAX_FLOAT32_BYTES = 10_000_000
@@ -97,8 +96,8 @@ def ship(run_dir: Path, train_seconds: float | None) -> dict:
         "val": val,
         "test": test,
         "log": [r for r in log if r.get("kind") in ("train", "eval")],
-        "weights_sha256": file_sha256(SHIPPED_DIR / SHIPPED_WEIGHTS),
-        "tokenizer_sha256": file_sha256(SHIPPED_DIR / TOKENIZER_NAME),
+        "weights_sha256": sha256_file(SHIPPED_DIR / SHIPPED_WEIGHTS),
+        "tokenizer_sha256": sha256_file(SHIPPED_DIR / TOKENIZER_NAME),
         "tokenizer_fingerprint": tokenizer.fingerprint(),
         "machine": {
             "cpu": cpu_name(),
