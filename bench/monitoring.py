@@ -6,7 +6,8 @@ training and from the monitor's reference, which is the validation plays), moder
 for the course, Python source from the standard library, French and German
 (``minillm.monitor.drift_samples``). Each chunk is scored once (bits per byte and rare-token share
 under the served model); streams are then replayed through ``DriftMonitor.observe_score``, the call
-the server's background scorer makes, for several window sizes.
+the server's background scorer makes, for several window sizes. A chunk longer than the context is
+scored on its first 127 tokens (the server would refuse it with a 400 instead).
 
 Measured, for each window W:
 * **false alarms**: held-out prompts in random order (independent users) for ``--windows`` windows

@@ -35,6 +35,7 @@ and a stable score does not prove they are good: a drift alarm is not a quality 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -279,14 +280,20 @@ def course_texts(split: str) -> list[str]:
     :func:`minillm.data.prepare_corpus`, split by :func:`minillm.data.split_documents` with
     :data:`minillm.prepare.COURSE_DATA`'s fractions and seed), as text, without writing a cache.
     """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    return list(_course_splits()[split])
+
+
+@functools.lru_cache(maxsize=1)
+def _course_splits() -> dict[str, tuple[str, ...]]:
+    """Cleaning the corpus takes seconds; a notebook asks for several splits."""
     from minillm.data import prepare_corpus, split_documents
     from minillm.prepare import COURSE_DATA
 
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     docs = prepare_corpus(COURSE_DATA["corpus"])
     splits = split_documents(docs, fractions=COURSE_DATA["fractions"], seed=COURSE_DATA["seed"])
-    return [doc.text for doc in splits[split]]
+    return {name: tuple(doc.text for doc in split) for name, split in splits.items()}
 
 
 def prompt_chunks(

@@ -242,3 +242,13 @@ def test_monitor_refuses_bad_settings():
         Reference({"bits_per_byte": np.ones(3)})
     with pytest.raises(ValueError, match="no scorer"):
         DriftMonitor(None, normal_reference()).observe("text")
+
+
+def test_course_texts_are_the_course_splits():
+    from minillm.monitor import course_texts
+
+    val, test = course_texts("val"), course_texts("test")
+    assert val and test and not set(val) & set(test)
+    assert not set(val) & set(course_texts("train"))  # the reference never saw training text
+    with pytest.raises(ValueError, match="split must be"):
+        course_texts("dev")
