@@ -161,9 +161,7 @@ fig.savefig("/tmp/lesson11_monitoring.png", dpi=100)  # SCRIPT ONLY: not in the 
 # %% [cell 4: code]
 # The false-alarm rate and the detection delay, measured by replaying scored prompts
 # through the monitor (the server's own call, without HTTP)
-from minillm.monitor import DriftMonitor as _Monitor
-
-pool = monitor.scorer.score(prompt_chunks(course_texts("test"), 300, seed=5))
+held_pool = monitor.scorer.score(prompt_chunks(course_texts("test"), 300, seed=5))
 drift_pools = {
     kind: monitor.scorer.score(prompt_chunks([drift_samples(kind)], 80, seed=6))
     for kind in ("modern_english", "code", "french")
@@ -172,13 +170,13 @@ rng = random.Random(seed)
 
 
 def fresh():
-    return _Monitor(None, monitor.reference, window=drift_window)
+    return DriftMonitor(None, monitor.reference, window=drift_window)
 
 
 replay = fresh()
 n_windows, alarmed = 30, set()
 for i in range((n_windows + 1) * drift_window):
-    if replay.observe_score(rng.choice(pool)).alarm and i >= drift_window:
+    if replay.observe_score(rng.choice(held_pool)).alarm and i >= drift_window:
         alarmed.add((i - drift_window) // drift_window)
 print(
     f"held-out Shakespeare: {len(alarmed)} of {n_windows} windows raised an alarm "
@@ -189,7 +187,7 @@ for kind, drifted_pool in drift_pools.items():
     for _ in range(monitor_trials):
         replay = fresh()
         for _ in range(drift_window):
-            replay.observe_score(rng.choice(pool))
+            replay.observe_score(rng.choice(held_pool))
         delay = next(
             (k for k in range(1, 5 * drift_window + 1)
              if replay.observe_score(rng.choice(drifted_pool)).alarm),
