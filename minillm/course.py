@@ -233,7 +233,6 @@ def load_shipped_model():
 
 
 def _load_trained(final: Path):
-
     checkpoint = load_checkpoint(final / CHECKPOINT_NAME)
     tokenizer = BPETokenizer.load(final / TOKENIZER_NAME)
     check_tokenizer(checkpoint, tokenizer, final / TOKENIZER_NAME)

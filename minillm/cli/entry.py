@@ -36,7 +36,6 @@ _STAGE_MODULES: list[str] = [
 
 
 def _doctor(args: argparse.Namespace) -> int:
-
     report = doctor(verbose=True, measure=not args.quick)
     return 0 if report.ok else 1
 

@@ -48,7 +48,6 @@ def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = No
 
 
 def _eval_command(args: argparse.Namespace) -> int:
-
     if args.json:  # checked first: a bad path must not cost the whole evaluation
         ensure_writable_file(args.json, "--json target")
     model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)

@@ -142,7 +142,6 @@ class _Job:
 
 
 def _ci(values: Sequence[float], settings: FinetuneSettings) -> dict[str, float]:
-
     est = bootstrap_ci(list(values), n_resamples=settings.n_resamples, seed=settings.seed)
     return {"mean": est.mean, "low": est.low, "high": est.high, "n": est.n}
 
@@ -174,7 +173,6 @@ def _sampler(ids: torch.Tensor, targets: torch.Tensor, model, batch_size: int):
 
 
 def _supervised_job(settings, base, tokenizer, data) -> _Job:
-
     train, held = data["train"], data["eval"]
     if settings.method in ("full", "lora"):
         chat_tokenizer = tokenizer
@@ -209,7 +207,6 @@ def _supervised_job(settings, base, tokenizer, data) -> _Job:
 
 
 def _dpo_job(settings, base, tokenizer, data) -> _Job:
-
     chat = sft.ChatFormat(tokenizer)
     reference = base.eval()
     for p in reference.parameters():
@@ -340,7 +337,6 @@ def _classify_job(settings, base, tokenizer, data) -> _Job:
 
 
 def _make_job(settings, base, tokenizer, docs=None) -> _Job:
-
     if settings.method == "dpo" and not set(CHAT_TOKENS) <= set(tokenizer.special_tokens):
         raise ValueError(
             "--method dpo starts from an instruction-tuned model: pass --checkpoint OUT of a "
@@ -542,7 +538,6 @@ def run_finetune(
 
 
 def _forgetting(base, model, tokenizer, chars: int) -> tuple[float, float]:
-
     val_docs = split_documents(prepare_corpus(), (0.9, 0.05, 0.05), seed=0)["val"]
     text = "\n\n".join(d.text for d in val_docs)[:chars]
     return forgetting(base, model, tokenizer, text)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from minillm.course import course_model
 from minillm.serve.app import create_app
+from minillm.serve.monitor import DriftMonitor
 from minillm.tokenizer.bpe import BPETokenizer
 from minillm.train.checkpoint import CHECKPOINT_NAME, TOKENIZER_NAME, load_checkpoint
 
 
 def _serve_cli(args: argparse.Namespace) -> int:
-
     if args.checkpoint is None:
         model, tokenizer = course_model(verbose=True)
     else:
@@ -25,7 +25,19 @@ def _serve_cli(args: argparse.Namespace) -> int:
         tokenizer = BPETokenizer.load(tokenizer_path)
     import uvicorn
 
-    app = create_app(model, tokenizer, model_name=args.model_name, n_slots=args.slots)
+    monitor = None
+    if args.drift_monitor:
+        monitor = DriftMonitor.for_course(model, tokenizer, window=args.drift_window)
+        print(f"drift monitor: window {monitor.window}, KS threshold {monitor.threshold:.3f}")
+    app = create_app(
+        model,
+        tokenizer,
+        model_name=args.model_name,
+        n_slots=args.slots,
+        request_log=args.request_log,
+        log_prompts=args.request_log_prompts,
+        monitor=monitor,
+    )
     print(f"serving {args.model_name!r} on http://{args.host}:{args.port}/v1 (chat page at /)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
@@ -46,4 +58,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--model-name", default="minillm", help="the name clients ask for")
     parser.add_argument("--slots", type=int, default=8, help="largest running batch")
+    parser.add_argument(
+        "--request-log", default=None, metavar="PATH", help="append one JSON line per request"
+    )
+    parser.add_argument(
+        "--request-log-prompts",
+        action="store_true",
+        help="also write each prompt's text to the request log (it may hold personal data)",
+    )
+    parser.add_argument(
+        "--drift-monitor",
+        action="store_true",
+        help="score every prompt against the validation plays and report drift on /metrics",
+    )
+    parser.add_argument("--drift-window", type=int, default=32, help="prompts per drift window")
     parser.set_defaults(handler=_serve_cli)

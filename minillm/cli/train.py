@@ -114,7 +114,6 @@ def _train_cli(args: argparse.Namespace) -> int:
 
 
 def _sample_cli(args: argparse.Namespace) -> int:
-
     if args.checkpoint is None:
         model, tokenizer = course_model(verbose=True)
     else:
@@ -225,7 +224,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _course_cli(args: argparse.Namespace) -> int:
-
     removed = course.clean_stale_temporaries()
     for path in removed:
         print(f"removed the leftover {path.name}")

@@ -64,5 +64,4 @@ def batch_generator(seed: int, rank: int = 0) -> torch.Generator:
 def draw_batch(
     tokens: Any, batch_size: int, block_size: int, generator: torch.Generator, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-
     return get_batch(tokens, batch_size, block_size, generator=generator, device=device)

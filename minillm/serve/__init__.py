@@ -1,7 +1,7 @@
 """Lesson 11 (serving): logits processors and generation with a KV cache, batched and
 continuous-batching engines, and the OpenAI-compatible HTTP API.
 
-Modules: ``api``, ``app``, ``engine``, ``generation``.
+Modules: ``api``, ``app``, ``engine``, ``generation``, ``metrics``, ``monitor``.
 """
 
 from minillm.serve.api import (
@@ -15,7 +15,6 @@ from minillm.serve.api import (
     parse_request,
 )
 from minillm.serve.app import (
-    Metrics,
     ServerThread,
     create_app,
 )
@@ -43,21 +42,61 @@ from minillm.serve.generation import (
     make_processors,
     stream_text,
 )
+from minillm.serve.metrics import (
+    BATCH_BUCKETS,
+    COMPLETION_PATHS,
+    KNOWN_PATHS,
+    LATENCY_BUCKETS,
+    SPEED_BUCKETS,
+    Metrics,
+    RequestLog,
+    RequestRecord,
+)
+from minillm.serve.monitor import (
+    FEATURES,
+    LOG,
+    DriftMonitor,
+    DriftState,
+    PromptScore,
+    PromptScorer,
+    Reference,
+    course_texts,
+    drift_samples,
+    ks_critical_value,
+    ks_pvalue,
+    ks_statistic,
+    population_stability_index,
+    prompt_chunks,
+)
 
 __all__ = [
     "APIError",
+    "BATCH_BUCKETS",
     "CHAT_STOP",
+    "COMPLETION_PATHS",
     "ContinuousBatcher",
+    "DriftMonitor",
+    "DriftState",
     "EngineThread",
+    "FEATURES",
+    "KNOWN_PATHS",
+    "LATENCY_BUCKETS",
+    "LOG",
     "LogitsProcessor",
     "MAX_N",
     "MAX_STOP",
     "Metrics",
     "MinP",
     "ParsedRequest",
+    "PromptScore",
+    "PromptScorer",
     "QueueFullError",
+    "Reference",
     "RepetitionPenalty",
     "Request",
+    "RequestLog",
+    "RequestRecord",
+    "SPEED_BUCKETS",
     "SamplingParams",
     "ServerThread",
     "SlotKVCache",
@@ -68,12 +107,19 @@ __all__ = [
     "apply_processors",
     "chat_prompt",
     "choose_next",
+    "course_texts",
     "create_app",
+    "drift_samples",
     "forward_slots",
     "generate",
     "generate_batch",
+    "ks_critical_value",
+    "ks_pvalue",
+    "ks_statistic",
     "make_processors",
     "parse_body",
     "parse_request",
+    "population_stability_index",
+    "prompt_chunks",
     "stream_text",
 ]

@@ -64,6 +64,7 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    text: str = ""  # what the client wrote: the prompt, or the messages' contents (monitoring)
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> APIError:
@@ -191,7 +192,11 @@ def parse_request(
             param="model",
             code="model_not_found",
         )
-    text = chat_prompt(_messages(body)) if chat else _prompt_text(body)
+    if chat:
+        messages = _messages(body)
+        client_text, text = "\n".join(m["content"] for m in messages), chat_prompt(messages)
+    else:
+        client_text = text = _prompt_text(body)
     # Special-token strings in a request are plain text: a client must not inject control ids.
     ids = tokenizer.encode_ordinary(text) or [tokenizer.eot_id]
     room = block_size - len(ids)
@@ -244,4 +249,5 @@ def parse_request(
         n=_integer(body, "n", 1, MAX_N) or 1,
         stream=stream,
         include_usage=stream and _boolean(options, "include_usage"),
+        text=client_text,
     )

@@ -6,7 +6,9 @@ in ``data: [DONE]``, or not), ``GET /health``, ``GET /metrics`` (Prometheus text
 page at ``/``. Every request is served by one continuous-batching engine
 (:mod:`minillm.serve.engine`) on a worker thread, so the event loop never waits on the model; tokens
 come back to the request's coroutine through an ``asyncio`` queue. Bad input gets OpenAI's error
-shape (:mod:`minillm.serve.api`).
+shape (:mod:`minillm.serve.api`). The metrics and the JSON-lines request log are in
+:mod:`minillm.serve.metrics`; a :class:`minillm.serve.monitor.DriftMonitor`, when given, scores every
+prompt on its own thread and adds its drift gauges to ``/metrics``.
 
 FastAPI and uvicorn are the ``serve`` extra: ``pip install -e '.[serve]'``.
 """
@@ -21,11 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from minillm.serve.api import APIError, ParsedRequest, parse_body, parse_request
 from minillm.serve.engine import ContinuousBatcher, EngineThread, QueueFullError, Request
 from minillm.serve.generation import TextStream
+from minillm.serve.metrics import COMPLETION_PATHS, Metrics, RequestLog, RequestRecord
 from minillm.utils.assets import asset_path
 
 try:  # FastAPI reads the routes' annotations from this module's globals
@@ -44,84 +48,6 @@ def _fastapi() -> Any:
     except ImportError as err:
         raise ImportError(_EXTRA) from err
     return fastapi
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics (Prometheus text format, written by hand: no extra dependency)
-# ---------------------------------------------------------------------------------------------
-
-_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-
-
-class _Histogram:
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets, self.counts, self.total, self.count = buckets, [0] * len(buckets), 0.0, 0
-
-    def observe(self, value: float) -> None:
-        for i, edge in enumerate(self.buckets):
-            if value <= edge:
-                self.counts[i] += 1
-        self.total += value
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out = [f"# TYPE {name} histogram"]
-        out += [
-            f'{name}_bucket{{le="{e}"}} {c}' for e, c in zip(self.buckets, self.counts, strict=True)
-        ]
-        out += [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total}"]
-        return out + [f"{name}_count {self.count}"]
-
-
-class Metrics:
-    """Counters and histograms of the server, rendered by :meth:`render`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = {}
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.latency = _Histogram(_LATENCY_BUCKETS)
-        self.ttft = _Histogram(_LATENCY_BUCKETS)
-        self.batch = _Histogram(_BATCH_BUCKETS)
-        self._batches_seen = 0
-
-    def count_request(self, path: str, status: int) -> None:
-        with self.lock:
-            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-
-    def finished(self, request: Request) -> None:
-        with self.lock:
-            self.prompt_tokens += len(request.prompt)
-            self.completion_tokens += len(request.tokens)
-            now = time.perf_counter()
-            self.latency.observe(now - request.submitted_at)
-            if request.first_token_at is not None:
-                self.ttft.observe(request.first_token_at - request.submitted_at)
-
-    def render(self, batcher: ContinuousBatcher) -> str:
-        with self.lock:
-            sizes = batcher.batch_sizes[self._batches_seen :]
-            self._batches_seen += len(sizes)
-            for size in sizes:
-                self.batch.observe(size)
-            lines = ["# TYPE minillm_requests_total counter"]
-            for (path, status), n in sorted(self.requests.items()):
-                lines.append(f'minillm_requests_total{{path="{path}",status="{status}"}} {n}')
-            lines += ["# TYPE minillm_prompt_tokens_total counter"]
-            lines += [f"minillm_prompt_tokens_total {self.prompt_tokens}"]
-            lines += ["# TYPE minillm_completion_tokens_total counter"]
-            lines += [f"minillm_completion_tokens_total {self.completion_tokens}"]
-            lines += self.latency.lines("minillm_request_latency_seconds")
-            lines += self.ttft.lines("minillm_time_to_first_token_seconds")
-            lines += self.batch.lines("minillm_batch_size")
-            lines += [
-                "# TYPE minillm_queue_depth gauge",
-                f"minillm_queue_depth {batcher.queue_depth}",
-            ]
-            lines += ["# TYPE minillm_running gauge", f"minillm_running {len(batcher.running)}"]
-        return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,10 +145,20 @@ def _choice(chat: bool, index: int, text: str, finish: str | None, *, delta: boo
 class _Server:
     """State shared by the routes: the model, the engine and its thread, the metrics."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, n_slots: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        n_slots: int,
+        max_queue: int,
+        monitor: Any = None,
+        request_log: RequestLog | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.batcher = ContinuousBatcher(model, n_slots=n_slots, max_queue=max_queue)
         self.metrics = Metrics()
+        self.monitor, self.request_log = monitor, request_log
         self.engine: EngineThread | None = None
         self.lock = threading.Lock()
         self.created = int(time.time())
@@ -254,7 +190,7 @@ class _Server:
                 headers={"Retry-After": "1"},
             ) from None
 
-    async def complete(self, raw: bytes, chat: bool) -> Any:
+    async def complete(self, raw: bytes, chat: bool, record: RequestRecord | None = None) -> Any:
         from fastapi.responses import JSONResponse, StreamingResponse
 
         parsed = parse_request(
@@ -266,13 +202,18 @@ class _Server:
         )
         choices = _Choices(parsed, self.tokenizer, self.metrics)
         self.submit(choices)
+        if self.monitor is not None:
+            self.monitor.submit(parsed.text)  # scored on the monitor's thread, never waited for
         meta = {
             "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
             "created": int(time.time()),
             "model": self.name,
         }
+        if record is not None:
+            record.id, record.requests, record.stream = meta["id"], choices.requests, parsed.stream
+            record.prompt = parsed.text
         if parsed.stream:
-            events = _sse(choices, parsed, meta)
+            events = _sse(choices, parsed, meta, record)
             return StreamingResponse(events, media_type="text/event-stream")
         texts, reasons = [""] * parsed.n, [None] * parsed.n
         try:
@@ -293,7 +234,9 @@ class _Server:
         return JSONResponse(body)
 
 
-async def _sse(choices: _Choices, parsed: ParsedRequest, meta: dict) -> AsyncIterator[str]:
+async def _sse(
+    choices: _Choices, parsed: ParsedRequest, meta: dict, record: RequestRecord | None
+) -> AsyncIterator[str]:
     """Server-sent events: one chunk per text piece, one per finish, usage, then [DONE]."""
     chat = parsed.chat
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -319,6 +262,8 @@ async def _sse(choices: _Choices, parsed: ParsedRequest, meta: dict) -> AsyncIte
         yield "data: [DONE]\n\n"
     finally:
         choices.cancel()  # the client went away: free the slots at the engine's next step
+        if record is not None:  # the status (200) was sent before the first event
+            record.finish(200)
 
 
 def create_app(
@@ -329,6 +274,9 @@ def create_app(
     n_slots: int = 8,
     max_queue: int = 64,
     max_body_bytes: int = 1 << 20,
+    request_log: str | Path | RequestLog | None = None,
+    log_prompts: bool = False,
+    monitor: Any = None,
 ) -> Any:
     """The FastAPI app serving ``model`` with ``tokenizer`` under the name ``model_name``.
 
@@ -336,36 +284,55 @@ def create_app(
         n_slots: the continuous-batching engine's largest running batch.
         max_queue: waiting requests beyond this are refused with 429 and ``Retry-After``.
         max_body_bytes: larger request bodies are refused with 413.
+        request_log: a file (or :class:`RequestLog`) getting one JSON line per completion request.
+        log_prompts: the request log also records the prompt text (off: prompts may be private).
+        monitor: a :class:`minillm.monitor.DriftMonitor` scoring every prompt in the background.
     """
     fastapi = _fastapi()
     from contextlib import asynccontextmanager
 
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-    server = _Server(model, tokenizer, model_name, n_slots, max_queue)
+    if request_log is not None and not isinstance(request_log, RequestLog):
+        request_log = RequestLog(request_log, include_prompts=log_prompts)
+    server = _Server(model, tokenizer, model_name, n_slots, max_queue, monitor, request_log)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         server.ensure_engine()
+        if monitor is not None:
+            monitor.start()
         yield
         server.stop()
+        if monitor is not None:
+            monitor.stop()
+        if server.request_log is not None:
+            server.request_log.close()
 
     app = fastapi.FastAPI(title="minillm", lifespan=lifespan)
     app.state.server = server
 
     @app.exception_handler(APIError)
     async def api_error(request: Any, err: APIError) -> Any:
+        request.state.error_code = err.code or err.type  # for the metrics and the request log
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Any, err: Exception) -> Any:  # never a bare 500 page
+        request.state.error_code = "internal_error"
         error = APIError(500, f"internal error: {type(err).__name__}", type="server_error")
         return JSONResponse(error.body(), status_code=500)
 
     @app.middleware("http")
     async def count(request: Any, call_next: Any) -> Any:
+        path, record = request.url.path, None
+        if server.request_log is not None and path in COMPLETION_PATHS:
+            record = request.state.record = RequestRecord(server.request_log, path)
         response = await call_next(request)
-        server.metrics.count_request(request.url.path, response.status_code)
+        error_code = getattr(request.state, "error_code", None)
+        server.metrics.count_request(path, response.status_code, error_code)
+        if record is not None and not (record.stream and response.status_code == 200):
+            record.finish(response.status_code, error_code)  # a stream's own end writes it
         return response
 
     async def read_body(request: Any) -> bytes:
@@ -384,11 +351,13 @@ def create_app(
     # Routes carry no return annotation: FastAPI would take it for a response model.
     @app.post("/v1/completions")
     async def completions(request: HTTPRequest):
-        return await server.complete(await read_body(request), chat=False)
+        record = getattr(request.state, "record", None)
+        return await server.complete(await read_body(request), chat=False, record=record)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HTTPRequest):
-        return await server.complete(await read_body(request), chat=True)
+        record = getattr(request.state, "record", None)
+        return await server.complete(await read_body(request), chat=True, record=record)
 
     @app.get("/v1/models")
     async def models():
@@ -406,7 +375,8 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics():
-        return PlainTextResponse(server.metrics.render(server.batcher))
+        extra = monitor.metric_lines() if monitor is not None else ()
+        return PlainTextResponse(server.metrics.render(server.batcher, extra))
 
     @app.get("/")
     async def page():

@@ -151,7 +151,6 @@ def _prepare_into(
     seed: int,
     verbose: bool,
 ) -> dict[str, Any]:
-
     started = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
 
