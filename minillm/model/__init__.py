@@ -1,12 +1,17 @@
 """Lessons 03 (attention) and 04 (the GPT model): the configuration, attention with a KV cache, the
 blocks, the GPT itself, sampling, and the Hugging Face weight layouts.
 
-Modules: ``config``, ``gpt``, ``hf_convert``, ``hf_layouts``, ``layers``, ``sampling``.
+Modules: ``config``, ``diagrams``, ``gpt``, ``hf_convert``, ``hf_layouts``, ``layers``, ``sampling``.
 """
 
 from minillm.model.config import (
     PRESETS,
     GPTConfig,
+)
+from minillm.model.diagrams import (
+    attention_diagram,
+    block_diagram,
+    multihead_reshape_diagram,
 )
 from minillm.model.gpt import (
     GPT,
@@ -51,6 +56,8 @@ __all__ = [
     "RMSNorm",
     "Steps",
     "apply_rope",
+    "attention_diagram",
+    "block_diagram",
     "cached_steps",
     "check_sampling_args",
     "from_hf",
@@ -59,6 +66,7 @@ __all__ = [
     "hf_state_dict",
     "module_name_from_gpt_neox",
     "module_name_to_gpt_neox",
+    "multihead_reshape_diagram",
     "qkv_rows",
     "recomputed_steps",
     "rope_cos_sin",

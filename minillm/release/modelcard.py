@@ -141,7 +141,8 @@ def course_facts(
         model, tokenizer: the course model (:func:`minillm.course_model`).
         report: :meth:`minillm.evaluate.EvalReport.to_dict` of the ``cloze`` and ``bias`` tasks;
             computed here (about 10 s on 2 cores) when None.
-        bench_dir: the repository's ``bench/results`` (its recipe sweep is cited when present).
+        bench_dir: a ``bench/results`` folder (its recipe sweep is cited when present); by default
+            the copy shipped in the package (``minillm/assets/results``).
     """
     facts = facts_from_model(model, tokenizer, name="minillm-course-shakespeare")
     facts.sources[SHIPPED_CARD] = json.loads(asset_path("course_model", "card.json").read_text())
@@ -178,7 +179,9 @@ def course_facts(
             for s in ("mean_gap", "ci_low", "ci_high"):
                 _figure(facts, f"Bias {group} {kind} {s}", EVAL_SOURCE, base + s)
             facts.bias_rows.append((group, kind, base))
-    bench = Path(bench_dir) if bench_dir is not None else REPO_ROOT / "bench" / "results"
+    # By default the copy that ships in the package (scripts/ship_results.py), so an installed
+    # wheel writes the same card as a clone.
+    bench = Path(bench_dir) if bench_dir is not None else asset_path("results")
     recipe = bench / "course_recipe.json"
     if recipe.is_file():
         facts.sources[RECIPE_BENCH] = json.loads(recipe.read_text())

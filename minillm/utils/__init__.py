@@ -1,12 +1,14 @@
 """Lesson 00 (welcome and setup): seeding, device choice and the environment check, and the plumbing every
 stage shares: atomic safetensors files and checksums, small statistics helpers.
 
-Modules: ``assets``, ``environment``, ``safefile``.
+Modules: ``assets``, ``environment``, ``lessons``, ``safefile``.
 """
 
 from minillm.utils.assets import (
     ASSETS_DIR,
+    SHIPPED_RESULTS,
     asset_path,
+    bench_result,
 )
 from minillm.utils.environment import (
     DEVICE_ENV_VAR,
@@ -21,6 +23,10 @@ from minillm.utils.environment import (
     ensure_writable_file,
     measure_matmul_gflops,
     seed_everything,
+)
+from minillm.utils.lessons import (
+    Lesson,
+    lessons,
 )
 from minillm.utils.safefile import (
     DTYPES,
@@ -44,14 +50,17 @@ __all__ = [
     "DEVICE_ENV_VAR",
     "DTYPES",
     "DoctorReport",
+    "Lesson",
     "MANIFEST_NAME",
     "MAX_HEADER_BYTES",
     "MAX_SEED",
     "MIN_TORCH",
+    "SHIPPED_RESULTS",
     "SafetensorsFormatError",
     "TensorInfo",
     "asset_path",
     "auto_device",
+    "bench_result",
     "check_file",
     "check_seed",
     "cpu_name",
@@ -60,6 +69,7 @@ __all__ = [
     "encode_file",
     "ensure_writable_dir",
     "ensure_writable_file",
+    "lessons",
     "load_file",
     "measure_matmul_gflops",
     "read_header",

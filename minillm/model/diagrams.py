@@ -1,18 +1,34 @@
-"""Block diagrams for the lessons, drawn with matplotlib (boxes and arrows).
+"""Block diagrams for lessons 03 (attention) and 04 (the GPT), drawn with matplotlib.
 
-Lessons 03 and 04 import this module (``from figures.diagrams import ...``; a lesson runs with the
-``notebooks/`` folder as its working directory, also when the book is built). Every figure is
-about 7 inches wide with fonts of at least 9 points, so it stays legible at book width.
+They ship in the package so a lesson draws them wherever it runs (a wheel installed in Colab, the
+notebook alone in a folder). matplotlib is an optional extra (``pip install "minillm[course]"``), so
+it is imported inside the functions that draw. Every figure is about 7 inches wide with fonts of at
+least 9 points, so it stays legible at book width.
 """
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.patches import FancyBboxPatch, Rectangle
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["attention_diagram", "block_diagram", "multihead_reshape_diagram"]
 
 FONT = 10
 BLUE, ORANGE, GREEN, GREY, PURPLE = "#dbe9f6", "#fde7c8", "#dff2d8", "#eeeeee", "#e8dcf3"
+
+
+def _matplotlib() -> Any:
+    """matplotlib's pyplot, or a one-line error naming the extra that installs it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(
+            'the lesson diagrams need matplotlib: pip install "minillm[course]"'
+        ) from None
+    return plt
 
 
 def _box(
@@ -26,6 +42,8 @@ def _box(
     size: float = FONT,
 ) -> None:
     """A rounded box centred on (x, y)."""
+    from matplotlib.patches import FancyBboxPatch
+
     ax.add_patch(
         FancyBboxPatch(
             (x - w / 2, y - h / 2),
@@ -54,8 +72,8 @@ def _arrow(
 
 def _canvas(
     width: float, height: float, xlim: tuple[float, float], ylim: tuple[float, float], title: str
-) -> tuple[plt.Figure, Axes]:
-    fig, ax = plt.subplots(figsize=(width, height))
+) -> tuple[Figure, Axes]:
+    fig, ax = _matplotlib().subplots(figsize=(width, height))
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.axis("off")
@@ -63,7 +81,7 @@ def _canvas(
     return fig, ax
 
 
-def attention_diagram() -> plt.Figure:
+def attention_diagram() -> Figure:
     r"""Scaled dot-product attention: X -> Q, K, V -> softmax(QK^T / sqrt(d_k) + M) V."""
     fig, ax = _canvas(
         7.4,
@@ -102,6 +120,8 @@ def _grid(
     ax: Axes, x: float, y: float, cols: int, rows: int, cell: float, colours: list[str], label: str
 ) -> None:
     """A rows × cols block of cells with its lower-left corner at (x, y); colour by column."""
+    from matplotlib.patches import Rectangle
+
     for r in range(rows):
         for c in range(cols):
             ax.add_patch(
@@ -117,7 +137,7 @@ def _grid(
     ax.text(x + cols * cell / 2, y - 0.35, label, ha="center", va="top", fontsize=9.5)
 
 
-def multihead_reshape_diagram(n_head: int = 4, d_head: int = 2, T: int = 4) -> plt.Figure:
+def multihead_reshape_diagram(n_head: int = 4, d_head: int = 2, T: int = 4) -> Figure:
     """(B, T, C) -> view (B, T, h, d) -> transpose (B, h, T, d): the head becomes a batch axis."""
     head_colours = ["#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fdd0a2", "#c7e9c0"]
     per_column = [head_colours[c // d_head] for c in range(n_head * d_head)]
@@ -157,7 +177,7 @@ def multihead_reshape_diagram(n_head: int = 4, d_head: int = 2, T: int = 4) -> p
     return fig
 
 
-def block_diagram() -> plt.Figure:
+def block_diagram() -> Figure:
     """A pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); then the GPT."""
     fig, ax = _canvas(
         7.4, 4.6, (0, 15), (0, 9.4), "A pre-norm transformer block (left) inside the GPT (right)"
@@ -174,7 +194,9 @@ def block_diagram() -> plt.Figure:
         ax.plot([x_stream, 5.0], [y0 - 0.55, y0 - 0.55], color="#444", lw=1.3)  # branch off
         _arrow(ax, (5.0, y0 - 0.55), (5.0, y0 - 0.12))
         _arrow(ax, (5.0, y0 + 0.68), (5.0, y0 + 1.15))
-        ax.add_patch(plt.Circle((x_stream, y0 + 2.4), 0.28, facecolor="white", edgecolor="#444"))
+        ax.add_patch(
+            _matplotlib().Circle((x_stream, y0 + 2.4), 0.28, facecolor="white", edgecolor="#444")
+        )
         ax.text(x_stream, y0 + 2.4, "+", ha="center", va="center", fontsize=12)
         _arrow(ax, (5.0, y0 + 1.95), (5.0, y0 + 2.4), style="-")
         _arrow(ax, (5.0, y0 + 2.4), (x_stream + 0.28, y0 + 2.4))
