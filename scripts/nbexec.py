@@ -6,6 +6,13 @@ tagged ``parameters`` exactly as papermill does; cells tagged ``raises-exception
 checks before they are solved) may raise. Any other error stops the run with a message that
 names the notebook, the cell and the error.
 
+Every run records its provenance in the notebook's metadata (``minillm_provenance``: date,
+package version and git commit, CPU model, cores, torch threads, the load average before and
+after, the total and each code cell's wall time, the parameters), and a run with the notebook's
+own parameters rewrites the title cell's ``**Time.** Machine: ...`` sentence from it, so the time
+a lesson states is the time of the outputs stored under it. ``tests/unit/test_provenance.py``
+checks stored notebooks with :func:`provenance_problems`.
+
     python scripts/nbexec.py --inplace notebooks/*.ipynb
     python scripts/nbexec.py --output-dir book/lessons notebooks/00_welcome_and_setup.ipynb
 """
@@ -19,6 +26,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +36,30 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
+from minillm.utils import git_commit, load_average, machine_facts
+
 CELL_TIMEOUT_S = 900
 KERNEL = "python3"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PROVENANCE_KEY = "minillm_provenance"
+PROVENANCE_FIELDS = (
+    "date",
+    "minillm",
+    "commit",
+    "cpu",
+    "cores",
+    "torch_threads",
+    "python",
+    "torch",
+    "load_average_before",
+    "load_average_after",
+    "seconds",
+    "cell_seconds",
+    "parameters",
+)
+LOAD_PER_TWO_CORES = 1.5  # the busiest a stored run may be: load average 1.5 on 2 cores
+# The title cell's machine-time sentence: from "**Time.** Machine:" to "Learner:" or the paragraph's end.
+_TIME_SENTENCE = re.compile(r"\*\*Time\.\*\* Machine:.*?(?=Learner:|\n\n|\Z)", re.S)
 
 
 class NotebookError(RuntimeError):
@@ -90,6 +119,101 @@ def tidy_streams(nb: nbformat.NotebookNode) -> None:
         cell.outputs = merged
 
 
+def _cell_seconds(cell: nbformat.NotebookNode) -> float | None:
+    """Wall time of one executed cell, from the timestamps nbclient records in its metadata."""
+    stamps = cell.get("metadata", {}).get("execution", {})
+    start, end = stamps.get("iopub.status.busy"), stamps.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    parse = datetime.fromisoformat
+    return round(
+        (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds(), 3
+    )
+
+
+def _executed_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """Indexes of the code cells a kernel runs (nbclient skips cells without code)."""
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+
+
+def machine_time_sentence(provenance: dict[str, Any]) -> str:
+    """The title cell's ``**Time.** Machine: ...`` sentence, generated from a run's provenance."""
+    seconds = round(provenance["seconds"])
+    minutes = f" ({seconds / 60:.1f} minutes)" if seconds >= 90 else ""
+    commit = (provenance["commit"] or "outside git")[:12]
+    return (
+        f"**Time.** Machine: {seconds} seconds{minutes} on a {provenance['cores']}-core CPU "
+        f"({provenance['cpu']}, {provenance['torch_threads']} torch threads, load average "
+        f"{provenance['load_average_before']:.2f} before and {provenance['load_average_after']:.2f} "
+        f"after), the outputs below executed top to bottom on {provenance['date'][:10]} "
+        f"(minillm {provenance['minillm']}, commit {commit}). "
+    )
+
+
+def stamp_title(nb: nbformat.NotebookNode) -> bool:
+    """Rewrite the title cell's machine-time sentence from the notebook's provenance.
+
+    Returns whether the title cell has such a sentence (solutions have none).
+    """
+    title = nb.cells[0]
+    if title.cell_type != "markdown" or not _TIME_SENTENCE.search(title.source):
+        return False
+    sentence = machine_time_sentence(nb.metadata[PROVENANCE_KEY])
+    title.source = _TIME_SENTENCE.sub(lambda _: sentence, title.source, count=1).rstrip() + (
+        "\n" if title.source.endswith("\n") else ""
+    )
+    return True
+
+
+def load_limit(cores: int) -> float:
+    """The highest load average a stored run may have: 1.5 on 2 cores, scaled by the core count."""
+    return LOAD_PER_TWO_CORES * cores / 2
+
+
+def execution_order_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Code cells not executed in one run in order: execution counts other than 1..N."""
+    counts = [nb.cells[i].get("execution_count") for i in _executed_cells(nb)]
+    expected = list(range(1, len(counts) + 1))
+    if counts == expected:
+        return []
+    return [
+        f"execution counts are {counts}, not 1..{len(counts)} (cells run out of order, or not all)"
+    ]
+
+
+def provenance_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """What is wrong with a stored notebook's claim to come from one quiet run (empty: nothing)."""
+    problems = execution_order_problems(nb)
+    provenance = nb.metadata.get(PROVENANCE_KEY)
+    if provenance is None:
+        return [
+            *problems,
+            f"no {PROVENANCE_KEY} metadata: store it with scripts/nbexec.py --inplace",
+        ]
+    missing = [name for name in PROVENANCE_FIELDS if name not in provenance]
+    if missing:
+        return [*problems, f"provenance lacks {missing}"]
+    if provenance["parameters"]:
+        problems.append(f"stored from a run with parameters {provenance['parameters']}")
+    limit = load_limit(provenance["cores"])
+    loads = [provenance["load_average_before"], provenance["load_average_after"]]
+    if any(load is None or load > limit for load in loads):
+        problems.append(
+            f"stored from a run at load average {loads} on {provenance['cores']} cores "
+            f"(at most {limit:.2f}): re-execute on a quiet machine"
+        )
+    recorded = [index for index, _ in provenance["cell_seconds"]]
+    if recorded != _executed_cells(nb):
+        problems.append("the cells timed in the provenance are not the notebook's code cells")
+    title = nb.cells[0].source if nb.cells else ""
+    if "**Time.** Machine:" in title and machine_time_sentence(provenance).strip() not in title:
+        problems.append(
+            "the title's machine time disagrees with the provenance; expected "
+            f"{machine_time_sentence(provenance).strip()!r}"
+        )
+    return problems
+
+
 def execute_notebook(
     path: str | Path,
     parameters: dict[str, Any] | None = None,
@@ -115,6 +239,9 @@ def execute_notebook(
     )
     # A non-interactive MPLBACKEND (set by tests, say) would stop the kernel from storing figures.
     saved_backend = os.environ.pop("MPLBACKEND", None)
+    facts = machine_facts()
+    date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = time.perf_counter()
     try:
         client.execute()
     except CellTimeoutError as err:
@@ -125,6 +252,23 @@ def execute_notebook(
         if saved_backend is not None:
             os.environ["MPLBACKEND"] = saved_backend
     tidy_streams(nb)
+    nb.metadata[PROVENANCE_KEY] = {
+        "date": date,
+        "minillm": facts["minillm"],
+        "commit": git_commit(path.parent),
+        "cpu": facts["cpu"],
+        "cores": facts["cores"],
+        "torch_threads": facts["torch_threads"],
+        "python": facts["python"],
+        "torch": facts["torch"],
+        "load_average_before": facts["load_average"],
+        "load_average_after": load_average(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "cell_seconds": [[i, _cell_seconds(nb.cells[i])] for i in _executed_cells(nb)],
+        "parameters": parameters or {},
+    }
+    if not parameters:  # the title states the time of a run with the lesson's own parameters
+        stamp_title(nb)
     if output_path is not None:
         output_path = Path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)

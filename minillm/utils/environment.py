@@ -12,11 +12,13 @@ import importlib.metadata
 import os
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,6 +224,47 @@ def _version_of(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (processes running or waiting for a core), None where the OS has
+    none. A timing taken while it exceeds the core count measures the other jobs too."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def git_commit(folder: str | os.PathLike) -> str | None:
+    """The commit a git checkout at ``folder`` is at, with ``+dirty`` when tracked files changed;
+    None outside a checkout (an installed wheel) or without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a stored measurement names: the CPU model, cores, torch threads, versions, and the
+    load average now (call it again at the end to see whether other work ran meanwhile)."""
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "minillm": _version_of("minillm"),
+        "load_average": load_average(),
+    }
 
 
 def measure_matmul_gflops(
