@@ -191,6 +191,7 @@ def page_requests(netlog: str) -> list[str]:
 
 def probe_page(page: Path, query: str = "") -> dict:
     """Open ``page`` (a copy with the probe injected) offline; what the browser saw, as a dict."""
+    page = Path(page).resolve()  # a file:// URI needs an absolute path (a relative one would raise)
     copy = page.with_name(f"{page.stem}.site-probe.html")
     copy.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
     with tempfile.TemporaryDirectory(prefix="minillm-netlog-") as folder:
@@ -246,6 +247,7 @@ def search_hits(site: Path, word: str) -> int:
 
 def check_site(site: Path, search_word: str = "attention") -> dict:
     """Every check above; returns ``{"problems": [...], "pages": ..., "search_hits": ...}``."""
+    site = Path(site).resolve()  # the browser opens file:// URIs, which must be absolute
     problems = link_problems(site)
     browser_problems, totals = page_problems(site)
     hits = search_hits(site, search_word)
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         site = build_book.build_site(Path(tempfile.mkdtemp(prefix="minillm-site-")))
     elif args.site is not None and (args.site / "index.html").is_file():
-        site = args.site
+        site = args.site.resolve()
     else:
         parser.error("give the built site's folder (with index.html) or --build")
     report = check_site(site)
