@@ -331,6 +331,10 @@ def train_tokens_per_s(
     started = 0.0
     for step in range(warmup + steps):
         if step == warmup:
+            if (
+                device.type == "cuda"
+            ):  # CUDA runs asynchronously: let the warm-up steps finish first
+                torch.cuda.synchronize()
             started = time.perf_counter()
         with autocast_context(dtype, device):
             _, loss = forward(x, y)
