@@ -9,6 +9,7 @@ from minillm.cli.evaluate import load_for_eval
 from minillm.course import course_model
 from minillm.release.hub import export_hf, push_to_hub
 from minillm.release.modelcard import build_card, course_facts, facts_from_model
+from minillm.utils.outputs import check_output
 
 
 def _export_command(args: argparse.Namespace) -> int:
@@ -17,13 +18,17 @@ def _export_command(args: argparse.Namespace) -> int:
     for noisy in ("torchao", "torch.utils._pytree"):  # optional kernels transformers may load
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
+    inputs = () if args.checkpoint == "course" else (args.checkpoint,)
+    check_output(args.out, inputs=inputs, overwrite=args.overwrite)  # before any work
     if args.checkpoint == "course":
         model, tokenizer = course_model(verbose=False)
         facts = course_facts(model, tokenizer)
     else:
         model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)
         facts = facts_from_model(model, tokenizer)
-    sizes = export_hf(model, tokenizer, args.out, card=build_card(facts), overwrite=args.overwrite)
+    sizes = export_hf(
+        model, tokenizer, args.out, card=build_card(facts), overwrite=args.overwrite, inputs=inputs
+    )
     for name, size in sizes.items():
         print(f"{size:>12,}  {name}")
     print(f"wrote {len(sizes)} files to {args.out}")

@@ -31,6 +31,7 @@ from minillm.quantize.quantized_model import (
     Agreement,
     QuantEmbedding,
     QuantLinear,
+    check_quantized_tokenizer,
     dequantize,
     is_quantized_file,
     linear_names,
@@ -38,6 +39,7 @@ from minillm.quantize.quantized_model import (
     logit_agreement,
     model_size_bytes,
     quantize_model,
+    quantized_fingerprint,
     save_quantized,
 )
 
@@ -56,9 +58,11 @@ __all__ = [
     "dequantize",
     "dequantize_blocks",
     "gguf_name",
+    "check_quantized_tokenizer",
     "is_quantized_file",
     "linear_names",
     "load_quantized",
+    "quantized_fingerprint",
     "logit_agreement",
     "model_size_bytes",
     "pack_codes",

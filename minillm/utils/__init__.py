@@ -1,7 +1,9 @@
 """Lesson 00 (welcome and setup): seeding, device choice and the environment check, and the plumbing every
 stage shares: atomic safetensors files and checksums, small statistics helpers.
 
-Modules: ``assets``, ``environment``, ``safefile``.
+Modules: ``assets``, ``environment``, ``integrity`` (checksums and tokenizer fingerprints of every
+file minillm writes), ``outputs`` (the output guard, the run-folder lock, stale temporaries),
+``safefile``.
 """
 
 from minillm.utils.assets import (
@@ -21,6 +23,24 @@ from minillm.utils.environment import (
     ensure_writable_file,
     measure_matmul_gflops,
     seed_everything,
+)
+from minillm.utils.integrity import (
+    FINGERPRINT_KEY,
+    IntegrityError,
+    check_fingerprint,
+    read_sealed_header,
+    refuse_oversized,
+    seal,
+    verify_sealed,
+    write_sealed,
+)
+from minillm.utils.outputs import (
+    LOCK_NAME,
+    RunFolderBusyError,
+    RunLock,
+    check_output,
+    clean_stale_temporaries,
+    pid_alive,
 )
 from minillm.utils.safefile import (
     DTYPES,
@@ -44,16 +64,24 @@ __all__ = [
     "DEVICE_ENV_VAR",
     "DTYPES",
     "DoctorReport",
+    "FINGERPRINT_KEY",
+    "IntegrityError",
+    "LOCK_NAME",
     "MANIFEST_NAME",
     "MAX_HEADER_BYTES",
     "MAX_SEED",
     "MIN_TORCH",
+    "RunFolderBusyError",
+    "RunLock",
     "SafetensorsFormatError",
     "TensorInfo",
     "asset_path",
     "auto_device",
     "check_file",
+    "check_fingerprint",
+    "check_output",
     "check_seed",
+    "clean_stale_temporaries",
     "cpu_name",
     "dedup_tied",
     "doctor",
@@ -62,10 +90,16 @@ __all__ = [
     "ensure_writable_file",
     "load_file",
     "measure_matmul_gflops",
+    "pid_alive",
     "read_header",
+    "read_sealed_header",
+    "refuse_oversized",
     "save_file",
+    "seal",
     "seed_everything",
     "sha256_file",
     "verify_manifest",
+    "verify_sealed",
     "write_manifest",
+    "write_sealed",
 ]
