@@ -35,6 +35,7 @@ from minillm.train.config import TrainConfig
 from minillm.train.loop import train
 from minillm.train.shards import COURSE_DATA, file_sha256, prepare, verify_data_dir
 from minillm.utils.assets import asset_path
+from minillm.utils.outputs import clean_stale_temporaries as _clean_stale
 
 CACHE_ENV_VAR = "MINILLM_CACHE"
 """Environment variable naming the cache folder for trained course artefacts."""
@@ -115,32 +116,12 @@ def _publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_temporaries(folder: Path | None = None) -> list[Path]:
-    """Remove ``.<name>.<pid>.tmp`` leftovers of killed runs (their process no longer exists)."""
-    folder = cache_dir() if folder is None else folder
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.glob(".*.tmp"):
-        pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    """Remove ``.<name>.<pid>.tmp`` leftovers of killed runs from the cache (or ``folder``).
+
+    The cache's use of :func:`minillm.utils.outputs.clean_stale_temporaries`.
+    """
+    return _clean_stale(cache_dir() if folder is None else folder)
 
 
 def _data_problem(folder: Path) -> str | None:

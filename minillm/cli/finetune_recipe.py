@@ -66,6 +66,7 @@ from minillm.train.checkpoint import (
 )
 from minillm.train.loop import NonFiniteLossError
 from minillm.train.schedule import configure_optimizer
+from minillm.utils.outputs import RunLock
 
 __all__ = ["METHODS", "FinetuneSettings", "run_finetune", "RESULTS_NAME"]
 
@@ -443,98 +444,99 @@ def run_finetune(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
-    ckpt_path = out / CHECKPOINT_NAME
-    saved = None
-    if resume:
-        saved = load_checkpoint(ckpt_path)  # a clear error when missing or damaged
-        _check_resumable(saved.train_config, settings, ckpt_path)
-    elif ckpt_path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{ckpt_path} already holds a checkpoint; resume it (--resume) or start again "
-            "(--overwrite)"
-        )
-    if base is None:
-        base, tokenizer = _load_base(checkpoint, tokenizer_path)
-    elif tokenizer is None:
-        raise ValueError("pass the tokenizer with the base model")
-    torch.manual_seed(settings.seed)
-    job = _make_job(settings, base, tokenizer, docs)
-    model = job.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable, total = ft.count_parameters(model)
-
-    optimizer = configure_optimizer(
-        model, learning_rate=settings.learning_rate, weight_decay=0.0, device_type="cpu"
-    )
-    gen = torch.Generator().manual_seed(settings.seed)
-    step, seconds, losses = 0, 0.0, []
-    if saved is not None:
-        load_model_state(model, saved)
-        if saved.optimizer_state is None:
-            raise CheckpointError(f"{ckpt_path} holds no optimizer state to resume from")
-        optimizer.load_state_dict(saved.optimizer_state)
-        restore_rng((saved.rng_states or [{}])[0], gen)
-        step = saved.step
-        seconds = float(saved.metrics.get("seconds", 0.0))
-        losses = list(saved.metrics.get("losses", []))
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = job.tokenizer.fingerprint() if hasattr(job.tokenizer, "fingerprint") else None
-
-    def save() -> None:
-        save_checkpoint(
-            ckpt_path,
-            model,
-            step=step,
-            optimizer=optimizer,
-            train_config={"finetune": settings.to_dict()},
-            rng_states=[rng_snapshot(gen)],
-            metrics={"seconds": seconds, "losses": losses},
-            tokenizer_fingerprint=fingerprint,
-        )
-
-    if hasattr(job.tokenizer, "save"):
-        job.tokenizer.save(out / TOKENIZER_NAME)
-    model.train()
-    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    while step < end:
-        start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, settings.steps, settings.learning_rate, settings.warmup)
-        loss = job.loss(gen)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the loss is {float(loss)} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        step += 1
-        seconds += time.perf_counter() - start
-        if step % save_every == 0 or step == end:
-            save()
-        if verbose and (step % max(1, settings.steps // 10) == 0 or step == end):
-            print(f"step {step}/{settings.steps}: loss {losses[-1]:.4f}", flush=True)
-    model.eval()
-    results: dict[str, Any] = {
-        "settings": settings.to_dict(),
-        "learning_rate": settings.learning_rate,
-        "step": step,
-        "complete": step >= settings.steps,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "train_seconds": seconds,
-        "final_loss": losses[-1] if losses else None,
-    }
-    if results["complete"]:
-        results.update(job.score())
-        if settings.forgetting_chars and job.lm is not None:
-            results["bits_per_byte_before"], results["bits_per_byte_after"] = _forgetting(
-                base, job.lm, tokenizer, settings.forgetting_chars
+    with RunLock(out):  # one writer per run folder; stale temporaries of dead ones removed
+        ckpt_path = out / CHECKPOINT_NAME
+        saved = None
+        if resume:
+            saved = load_checkpoint(ckpt_path)  # a clear error when missing or damaged
+            _check_resumable(saved.train_config, settings, ckpt_path)
+        elif ckpt_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{ckpt_path} already holds a checkpoint; resume it (--resume) or start again "
+                "(--overwrite)"
             )
-        if settings.method == "lora":
-            save_adapter(model, out / "adapter")
-    _atomic_json(out / RESULTS_NAME, results)
-    return results
+        if base is None:
+            base, tokenizer = _load_base(checkpoint, tokenizer_path)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer with the base model")
+        torch.manual_seed(settings.seed)
+        job = _make_job(settings, base, tokenizer, docs)
+        model = job.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        trainable, total = ft.count_parameters(model)
+
+        optimizer = configure_optimizer(
+            model, learning_rate=settings.learning_rate, weight_decay=0.0, device_type="cpu"
+        )
+        gen = torch.Generator().manual_seed(settings.seed)
+        step, seconds, losses = 0, 0.0, []
+        if saved is not None:
+            load_model_state(model, saved)
+            if saved.optimizer_state is None:
+                raise CheckpointError(f"{ckpt_path} holds no optimizer state to resume from")
+            optimizer.load_state_dict(saved.optimizer_state)
+            restore_rng((saved.rng_states or [{}])[0], gen)
+            step = saved.step
+            seconds = float(saved.metrics.get("seconds", 0.0))
+            losses = list(saved.metrics.get("losses", []))
+        out.mkdir(parents=True, exist_ok=True)
+        fingerprint = job.tokenizer.fingerprint() if hasattr(job.tokenizer, "fingerprint") else None
+
+        def save() -> None:
+            save_checkpoint(
+                ckpt_path,
+                model,
+                step=step,
+                optimizer=optimizer,
+                train_config={"finetune": settings.to_dict()},
+                rng_states=[rng_snapshot(gen)],
+                metrics={"seconds": seconds, "losses": losses},
+                tokenizer_fingerprint=fingerprint,
+            )
+
+        if hasattr(job.tokenizer, "save"):
+            job.tokenizer.save(out / TOKENIZER_NAME)
+        model.train()
+        end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+        while step < end:
+            start = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, settings.steps, settings.learning_rate, settings.warmup)
+            loss = job.loss(gen)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"the loss is {float(loss)} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            seconds += time.perf_counter() - start
+            if step % save_every == 0 or step == end:
+                save()
+            if verbose and (step % max(1, settings.steps // 10) == 0 or step == end):
+                print(f"step {step}/{settings.steps}: loss {losses[-1]:.4f}", flush=True)
+        model.eval()
+        results: dict[str, Any] = {
+            "settings": settings.to_dict(),
+            "learning_rate": settings.learning_rate,
+            "step": step,
+            "complete": step >= settings.steps,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "train_seconds": seconds,
+            "final_loss": losses[-1] if losses else None,
+        }
+        if results["complete"]:
+            results.update(job.score())
+            if settings.forgetting_chars and job.lm is not None:
+                results["bits_per_byte_before"], results["bits_per_byte_after"] = _forgetting(
+                    base, job.lm, tokenizer, settings.forgetting_chars
+                )
+            if settings.method == "lora":
+                save_adapter(model, out / "adapter")
+        _atomic_json(out / RESULTS_NAME, results)
+        return results
 
 
 def _forgetting(base, model, tokenizer, chars: int) -> tuple[float, float]:

@@ -66,6 +66,7 @@ from minillm.train.runlog import LOG_NAME, append_log, truncate_log
 from minillm.train.schedule import configure_optimizer, get_lr
 from minillm.train.shards import verify_data_dir
 from minillm.utils.environment import ensure_writable_dir, measure_matmul_gflops, seed_everything
+from minillm.utils.outputs import RunLock
 
 # ---------------------------------------------------------------------------------------------
 # Optimizer, schedule, precision
@@ -175,7 +176,9 @@ class _Run:
         self.tokenizer = None  # the data folder's tokenizer: its fingerprint goes in checkpoints
         if train_tokens is None:
             data_dir = Path(config.data_dir)
-            self.tokenizer = verify_data_dir(data_dir)  # complete, or a clear error
+            # sizes and SHA-256 of every shard, once per run: an edited train.bin of the same
+            # size is refused, not trained on
+            self.tokenizer = verify_data_dir(data_dir, deep=True)
             train_tokens = load_split(data_dir, "train")
             val_tokens = load_split(data_dir, "val") if val_tokens is None else val_tokens
             vocab_size = _vocab_size_of(data_dir)
@@ -465,6 +468,7 @@ def train(
 
     Raises:
         FileNotFoundError, ValueError: missing, empty or too-short data; bad settings.
+        RunFolderBusyError: another live process is training into ``out_dir``.
         FileExistsError: ``out_dir`` holds a checkpoint and neither ``resume`` nor
             ``config.overwrite`` is set.
         CheckpointError: the checkpoint to resume is damaged or from another model shape.
@@ -475,16 +479,20 @@ def train(
     info = dist_info()
     started = time.perf_counter()
     init_distributed(info, pick_device(config.device, info))
-    if info.is_main:
-        ensure_writable_dir(config.out_dir, "out_dir")  # before any work, not at the first save
-    run = _Run(config, model, train_tokens, val_tokens, resume, info)
-    if info.is_main:
-        if resume:
-            truncate_log(run.log_path, run.step)
-        elif run.log_path.exists():
-            run.log_path.unlink()  # a fresh run (overwrite=True) starts a fresh log
-        _copy_tokenizer(config, run.out_dir)
-    history = _loop(run, stop_after)
+    with contextlib.ExitStack() as held:
+        if info.is_main:
+            ensure_writable_dir(config.out_dir, "out_dir")  # before any work, not at the first save
+            # one writer per run folder (the OS drops the lock if this process is killed); the
+            # temporaries of killed writers go now, not never
+            held.enter_context(RunLock(config.out_dir))
+        run = _Run(config, model, train_tokens, val_tokens, resume, info)
+        if info.is_main:
+            if resume:
+                truncate_log(run.log_path, run.step)
+            elif run.log_path.exists():
+                run.log_path.unlink()  # a fresh run (overwrite=True) starts a fresh log
+            _copy_tokenizer(config, run.out_dir)
+        history = _loop(run, stop_after)
     seconds = time.perf_counter() - started
     val_losses = [r["val_loss"] for r in history if r.get("kind") == "eval"]
     return TrainResult(

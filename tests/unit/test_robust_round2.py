@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tiny_corpus import write_pseudo_verse
 
 from minillm import cli
 from minillm.cli.evaluate import load_for_eval
@@ -30,7 +31,7 @@ from minillm.evaluate import NonFiniteLogitsError, evaluate
 from minillm.model import GPT, GPTConfig
 from minillm.quantize import load_quantized, quantize_model, save_quantized
 from minillm.tokenizer import BPETokenizer
-from minillm.train import CheckpointError, load_checkpoint, save_checkpoint
+from minillm.train import load_checkpoint, save_checkpoint
 from minillm.utils import (
     IntegrityError,
     RunFolderBusyError,
@@ -159,7 +160,6 @@ def test_a_quantized_file_without_checksums_is_refused_unless_legacy(run, tmp_pa
 
 
 def test_a_huge_claimed_quantized_model_is_refused_at_once(run, tmp_path):
-    import time
 
     def huge(header):
         header["config"].update(n_layer=64, n_embd=8192)
@@ -229,3 +229,178 @@ def test_nan_logits_exit_2_from_eval(run, capsys, monkeypatch):
         ["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--device", "cpu"]
     )
     assert code == 2 and "NaN" in _one_error_line(capsys)
+
+
+# --- 2. no command destroys its own input -------------------------------------------------------
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    exists=st.sampled_from(["file", "full-dir", "empty-dir", "none"]),
+    overwrite=st.booleans(),
+    is_input=st.booleans(),
+)
+def test_check_output_refuses_what_would_lose_data(tmp_path_factory, exists, overwrite, is_input):
+    folder = tmp_path_factory.mktemp("out")
+    source = folder / "in.safetensors"
+    source.write_bytes(b"input")
+    target = source if is_input else folder / "target"
+    if not is_input and exists == "file":
+        target.write_bytes(b"old")
+    elif not is_input and exists in ("full-dir", "empty-dir"):
+        target.mkdir()
+        if exists == "full-dir":
+            (target / "keep").write_text("mine")
+    if is_input:
+        with pytest.raises(ValueError, match="destroy"):
+            check_output(target, inputs=[source], overwrite=overwrite)
+    elif exists in ("file", "full-dir") and not overwrite:
+        with pytest.raises(FileExistsError, match="--overwrite"):
+            check_output(target, inputs=[source], overwrite=overwrite)
+    else:
+        assert check_output(target, inputs=[source], overwrite=overwrite) == target
+    assert source.read_bytes() == b"input"
+    # a folder holding the input is refused too (export --out <the run folder> --overwrite)
+    with pytest.raises(ValueError, match="destroy"):
+        check_output(folder, inputs=[source], overwrite=True)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_quantize_never_overwrites_its_checkpoint(run, tmp_path, capsys, overwrite):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    ckpt = folder / "checkpoint.safetensors"
+    ckpt.write_bytes((run / "checkpoint.safetensors").read_bytes())
+    before = ckpt.read_bytes()
+    args = ["quantize", "--checkpoint", str(ckpt), "--out", str(ckpt)]
+    assert cli.main(args + (["--overwrite"] if overwrite else [])) == 2
+    assert "destroy" in _one_error_line(capsys)
+    assert ckpt.read_bytes() == before
+    load_checkpoint(ckpt)  # still resumable
+
+
+def test_quantize_and_export_need_overwrite_for_an_existing_target(run, tmp_path, capsys):
+    target = tmp_path / "old.safetensors"
+    target.write_bytes(b"someone's file")
+    ckpt = str(run / "checkpoint.safetensors")
+    assert cli.main(["quantize", "--checkpoint", ckpt, "--out", str(target)]) == 2
+    assert "--overwrite" in _one_error_line(capsys) and target.read_bytes() == b"someone's file"
+    assert cli.main(["quantize", "--checkpoint", ckpt, "--out", str(target), "--overwrite"]) == 0
+    assert load_quantized(target) is not None
+    for out in (str(target), str(run)):  # a file, and the folder holding the checkpoint
+        before = sorted(p.name for p in Path(out).parent.iterdir())
+        assert cli.main(["export", "--checkpoint", ckpt, "--out", out]) == 2
+        _one_error_line(capsys)
+        assert sorted(p.name for p in Path(out).parent.iterdir()) == before
+    assert cli.main(["export", "--checkpoint", ckpt, "--out", str(run), "--overwrite"]) == 2
+    assert "destroy" in _one_error_line(capsys)
+    load_checkpoint(ckpt)
+
+
+# --- 3. one writer per run folder ---------------------------------------------------------------
+
+HOLD = "import sys, time; from minillm.utils import RunLock\nwith RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)\n"
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _tokens(n: int = 4000):
+    import numpy as np
+
+    return (np.arange(n) % 50).astype(np.uint16)
+
+
+def _config(out: Path, **changes):
+    from minillm.train import TrainConfig
+
+    settings = dict(
+        out_dir=str(out),
+        max_steps=2,
+        batch_size=2,
+        block_size=8,
+        eval_interval=2,
+        eval_batches=1,
+        checkpoint_interval=0,
+        progress=False,
+        peak_gflops=1.0,
+        model_preset="course",
+        model_overrides=dict(vocab_size=300, block_size=8, n_layer=1, n_head=2, n_embd=16),
+    )
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def test_a_second_writer_is_refused_and_kill_9_releases_the_lock(tmp_path, capsys):
+    from minillm.train import train
+
+    folder = tmp_path / "run"
+    holder = _holder(folder)
+    try:
+        with pytest.raises(RunFolderBusyError, match=f"pid {holder.pid}"):
+            train(_config(folder), train_tokens=_tokens(), val_tokens=_tokens(800))
+        code = cli.main(
+            ["train", "--out-dir", str(folder), "--max-steps", "1", "--peak-gflops", "1"]
+        )
+        assert code == 2 and "another minillm run" in _one_error_line(capsys)
+        assert not (folder / "checkpoint.safetensors").exists()
+    finally:
+        holder.kill()  # SIGKILL: the OS drops the flock
+        holder.wait()
+    with RunLock(folder):
+        pass
+
+
+def test_a_run_removes_the_temporaries_of_dead_writers(tmp_path):
+    from minillm.train import train
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = folder / ".checkpoint.safetensors.999999999.tmp"
+    dead.write_bytes(b"half a checkpoint")
+    alive = folder / f".checkpoint.safetensors.{os.getppid()}.tmp"
+    alive.write_bytes(b"someone else's")
+    train(_config(folder), train_tokens=_tokens(), val_tokens=_tokens(800))
+    assert not dead.exists() and alive.exists()
+    assert load_checkpoint(folder / "checkpoint.safetensors").verified
+    assert clean_stale_temporaries(folder) == []
+
+
+# --- 6. integrity checks that cannot be walked around -------------------------------------------
+
+
+def test_a_changed_train_bin_of_the_same_size_is_refused(tmp_path):
+    from minillm.train import prepare, train
+
+    corpus = write_pseudo_verse(tmp_path / "corpus")
+    data = tmp_path / "data"
+    prepare(data, corpus=str(corpus), vocab_size=300, fractions=(0.8, 0.1, 0.1), verbose=False)
+    shard = data / "train.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 1  # same size, other tokens
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256"):
+        train(_config(tmp_path / "run", data_dir=str(data)))
+
+
+def test_an_exported_folder_that_no_longer_matches_its_manifest_is_refused(run, tmp_path):
+    pytest.importorskip("transformers")
+    from minillm.release import export_hf, from_pretrained
+
+    model, tokenizer = load_for_eval(run / "checkpoint.safetensors")
+    out = tmp_path / "hf"
+    export_hf(model, tokenizer, out)
+    assert from_pretrained(out) is not None
+    config = json.loads((out / "config.json").read_text())
+    config["layer_norm_epsilon"] = 0.5
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="SHA256SUMS"):
+        from_pretrained(out)
