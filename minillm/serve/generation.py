@@ -300,19 +300,23 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        out = [idx]
+        # One buffer for prompt and output, filled in place: the history a processor sees is a
+        # view of it, so each step costs the same however long the output already is
+        # (concatenating the whole history every step made sampling quadratic in its length).
+        start = idx.shape[1]
+        out = idx.new_empty(idx.shape[0], start + max_new_tokens)
+        out[:, :start] = idx
         steps = cached_steps(model, context) if use_cache else recomputed_steps(model, context)
         logits = next(steps)
         for step in range(max_new_tokens):
-            history = torch.cat(out, dim=1) if processors else idx
-            scores = apply_processors(processors, history, logits)
+            scores = apply_processors(processors, out[:, : start + step], logits)
             next_id = choose_next(scores, temperature == 0, generator)  # (B, 1)
-            out.append(next_id)
+            out[:, start + step : start + step + 1] = next_id
             if step < max_new_tokens - 1:
                 logits = steps.send(next_id)
     finally:
         model.train(was_training)
-    return torch.cat(out, dim=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

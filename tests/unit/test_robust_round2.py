@@ -404,3 +404,67 @@ def test_an_exported_folder_that_no_longer_matches_its_manifest_is_refused(run, 
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="SHA256SUMS"):
         from_pretrained(out)
+
+
+# --- 5. generation linear in its length ---------------------------------------------------------
+
+
+def _reference_generate(model, idx, n, generator, **settings):
+    """The loop before issue 27 (the whole history concatenated every step): the same tokens."""
+    from minillm.model.sampling import cached_steps
+    from minillm.serve.generation import apply_processors, choose_next, make_processors
+
+    processors = make_processors(**settings)
+    out, steps = [idx], cached_steps(model, idx)
+    logits = next(steps)
+    for step in range(n):
+        scores = apply_processors(processors, torch.cat(out, 1), logits)
+        out.append(choose_next(scores, settings.get("temperature") == 0, generator))
+        if step < n - 1:
+            logits = steps.send(out[-1])
+    return torch.cat(out, 1)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    temperature=st.sampled_from([0.0, 0.7, 1.0, 1.5]),
+    top_k=st.sampled_from([None, 1, 5]),
+    repetition_penalty=st.sampled_from([1.0, 1.3]),
+    n=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_generate_gives_the_tokens_of_the_reference_loop(
+    temperature, top_k, repetition_penalty, n, seed
+):
+    from minillm.serve.generation import generate
+
+    model = tiny_model(64).eval()
+    prompt = torch.randint(0, 64, (2, 3), generator=torch.Generator().manual_seed(seed))
+    settings_ = dict(temperature=temperature, top_k=top_k, repetition_penalty=repetition_penalty)
+    with torch.no_grad():
+        got = generate(model, prompt, n, generator=torch.Generator().manual_seed(seed), **settings_)
+        want = _reference_generate(
+            model, prompt, n, torch.Generator().manual_seed(seed), **settings_
+        )
+    assert torch.equal(got, want)
+
+
+def test_generate_with_processors_does_linear_work(monkeypatch):
+    """Count the elements concatenated: the old loop joined the whole history every step."""
+    from minillm.serve.generation import generate
+
+    model = tiny_model(64).eval()
+    joined = []
+    real_cat = torch.cat
+
+    def counting_cat(tensors, *args, **kwargs):
+        out = real_cat(tensors, *args, **kwargs)
+        joined.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "cat", counting_cat)
+    n = 600
+    with torch.no_grad():
+        generate(model, torch.zeros(1, 1, dtype=torch.long), n, 0.8, 50)
+    block = model.config.block_size
+    assert sum(joined) <= 2 * block * n, f"{sum(joined):,} elements joined for {n} tokens"
