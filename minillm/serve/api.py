@@ -163,12 +163,21 @@ def _prompt_text(body: dict) -> str:
     return prompt
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259); Python accepts them."""
+    raise ValueError(f"{name} is not a JSON value (numbers must be finite)")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The JSON object in a request body, or a 400 APIError."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise _bad(f"the body is not valid JSON: {err}", None, "invalid_json") from None
+    except RecursionError:  # [[[[...: the parser gives up; the client sent something absurd
+        raise _bad(
+            "the body is nested too deeply; a request is a flat JSON object", None, "invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object", None, "invalid_type")
     return body

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,12 @@ class _Choices:
 # ---------------------------------------------------------------------------------------------
 
 
+async def _disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Return when the ASGI server reports that the client closed the connection."""
+    while (await receive()).get("type") != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers at once must not make this spin
+
+
 def _usage(choices: _Choices) -> dict[str, int]:
     prompt = len(choices.requests[0].prompt)
     completion = sum(len(r.tokens) for r in choices.requests)
@@ -190,7 +196,14 @@ class _Server:
                 headers={"Retry-After": "1"},
             ) from None
 
-    async def complete(self, raw: bytes, chat: bool, record: RequestRecord | None = None) -> Any:
+    async def complete(
+        self,
+        raw: bytes,
+        chat: bool,
+        record: RequestRecord | None = None,
+        receive: Callable[[], Awaitable[dict]] | None = None,
+    ) -> Any:
+        """Answer one completions request; ``receive`` (ASGI) reports the client leaving."""
         from fastapi.responses import JSONResponse, StreamingResponse
 
         parsed = parse_request(
@@ -216,12 +229,30 @@ class _Server:
             events = _sse(choices, parsed, meta, record)
             return StreamingResponse(events, media_type="text/event-stream")
         texts, reasons = [""] * parsed.n, [None] * parsed.n
-        try:
+
+        async def collect() -> None:
             async for index, piece, finish in choices.events():
                 texts[index] += piece
                 reasons[index] = finish if finish is not None else reasons[index]
+
+        collecting = asyncio.ensure_future(collect())
+        # Nothing is sent before the end, so a client that leaves is only seen by listening for
+        # its disconnect message: then cancel its generation at the engine's next step, as
+        # streams do.
+        leaving = asyncio.ensure_future(_disconnect(receive)) if receive is not None else None
+        try:
+            waiting = {collecting} if leaving is None else {collecting, leaving}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not collecting.done():
+                raise APIError(
+                    499, "the client closed the connection", code="client_closed_request"
+                )
+            collecting.result()
         finally:
-            choices.cancel()  # no-op when finished; frees the slots if this coroutine is cancelled
+            for task in (collecting, leaving):
+                if task is not None:
+                    task.cancel()
+            choices.cancel()  # no-op when finished; frees the slots if the client has gone
         body = {
             **meta,
             "object": "chat.completion" if chat else "text_completion",
@@ -352,12 +383,14 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: HTTPRequest):
         record = getattr(request.state, "record", None)
-        return await server.complete(await read_body(request), chat=False, record=record)
+        raw = await read_body(request)
+        return await server.complete(raw, False, record, request.receive)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HTTPRequest):
         record = getattr(request.state, "record", None)
-        return await server.complete(await read_body(request), chat=True, record=record)
+        raw = await read_body(request)
+        return await server.complete(raw, True, record, request.receive)
 
     @app.get("/v1/models")
     async def models():

@@ -77,7 +77,13 @@ class Temperature:
         _check_number("temperature", self.temperature, 0.0, math.inf, low_open=True)
 
     def __call__(self, history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature
+        scaled = logits / self.temperature
+        if bool((torch.isinf(scaled) & torch.isfinite(logits)).any()):
+            # a tiny temperature overflowed: shift the best logit to 0 first (softmax does not
+            # change), so the best token stays at 0 and the others go to -inf, never inf - inf
+            shifted = logits - logits.amax(dim=-1, keepdim=True)
+            scaled = torch.nan_to_num(shifted / self.temperature, nan=0.0)
+        return scaled
 
 
 @dataclass(frozen=True)
