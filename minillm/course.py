@@ -95,7 +95,14 @@ def lesson_config(**overrides: Any) -> TrainConfig:
 def cache_dir() -> Path:
     """The cache folder for trained course artefacts: ``$MINILLM_CACHE`` or ``~/.cache/minillm``."""
     configured = os.environ.get(CACHE_ENV_VAR, "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "minillm"
+    folder = Path(configured).expanduser() if configured else Path.home() / ".cache" / "minillm"
+    if folder.exists() and not folder.is_dir():
+        source = f"${CACHE_ENV_VAR} ({folder})" if configured else str(folder)
+        raise NotADirectoryError(
+            f"the cache folder {source} is a file; point ${CACHE_ENV_VAR} at a folder (it is "
+            "created if missing), or move the file away"
+        )
+    return folder
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -196,6 +203,12 @@ def load_shipped_model():
     if card is None:
         raise FileNotFoundError(f"no shipped course model in {SHIPPED_DIR}")
     for name, key in ((SHIPPED_WEIGHTS, "weights_sha256"), (TOKENIZER_NAME, "tokenizer_sha256")):
+        if not (SHIPPED_DIR / name).is_file():
+            raise FileNotFoundError(
+                f"the shipped {name} is missing from {SHIPPED_DIR}: the installation is "
+                "damaged. Reinstall minillm, or train the model yourself with "
+                "minillm.course_model(retrain=True)"
+            )
         if file_sha256(SHIPPED_DIR / name) != card[key]:
             raise CheckpointError(
                 f"the shipped {name} in {SHIPPED_DIR} does not match its recorded SHA-256: the "
@@ -228,9 +241,11 @@ def course_model(*, retrain: bool = False, verbose: bool = True):
     ``minillm/assets/course_model/card.json`` records its scores): it loads in about a second on
     any machine. ``retrain=True`` trains the same recipe from scratch on this machine (about 15
     minutes on 2 CPU cores) into the cache folder (``~/.cache/minillm`` or ``$MINILLM_CACHE``)
-    and returns that model; later calls without ``retrain`` still return the shipped one. An
-    installation without the shipped files trains once and then loads from the cache. A cached
-    run that is damaged is trained again, with a message saying so.
+    and returns that model; later calls without ``retrain`` return it too (so ``minillm course
+    --retrain`` makes ``sample``, ``serve`` and the lessons use the retrained model; delete
+    :func:`course_model_dir` to go back to the shipped one). An installation without the
+    shipped files trains once and then loads from the cache. A cached run that is damaged is
+    trained again (or, when a shipped model exists, set aside for it), with a message saying so.
 
     Args:
         retrain: train the course model from scratch instead of loading the shipped one.
@@ -240,15 +255,16 @@ def course_model(*, retrain: bool = False, verbose: bool = True):
         ``(model, tokenizer)``: a :class:`minillm.model.GPT` in eval mode on the CPU, and a
         :class:`minillm.tokenizer.BPETokenizer`.
     """
-    if not retrain and shipped_card() is not None:
-        return load_shipped_model()
     final = course_model_dir()
-    clean_stale_temporaries(final.parent)
-    if not retrain and (final / CHECKPOINT_NAME).is_file():
+    if not retrain and (final / CHECKPOINT_NAME).is_file():  # retrained here: it wins
         try:
             return _load_trained(final)
         except (OSError, ValueError) as err:  # CheckpointError is a ValueError
-            print(f"the cached course model {final.name} is unusable ({err}); training it again")
+            again = "using the shipped one" if shipped_card() else "training it again"
+            print(f"the cached course model {final.name} is unusable ({err}); {again}")
+    if not retrain and shipped_card() is not None:
+        return load_shipped_model()
+    clean_stale_temporaries(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -298,6 +298,13 @@ def load_checkpoint(
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():  # a run folder: its checkpoint
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without a {CHECKPOINT_NAME}; give a checkpoint file (from "
+                "minillm train) or the run folder that holds one"
+            )
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
