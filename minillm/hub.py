@@ -466,6 +466,8 @@ def _export_command(args: argparse.Namespace) -> int:
     for noisy in ("torchao", "torch.utils._pytree"):  # optional kernels transformers may load
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
+    if args.qtype is not None and args.format != "gguf":
+        raise ValueError("--qtype chooses how a GGUF file stores its weights; add --format gguf")
     if args.checkpoint == "course":
         from minillm.course import course_model
 
@@ -476,6 +478,10 @@ def _export_command(args: argparse.Namespace) -> int:
 
         model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)
         facts = facts_from_model(model, tokenizer)
+    if args.format == "gguf":
+        from minillm.gguf_export import export_command
+
+        return export_command(args, model, tokenizer)
     sizes = export_hf(model, tokenizer, args.out, card=build_card(facts), overwrite=args.overwrite)
     for name, size in sizes.items():
         print(f"{size:>12,}  {name}")
@@ -492,7 +498,7 @@ def add_cli(subparsers: Any) -> None:
     """Register ``minillm export``."""
     parser = subparsers.add_parser(
         "export",
-        help="export a checkpoint as a Hugging Face model folder",
+        help="export a checkpoint as a Hugging Face model folder or a GGUF file",
         description="Write config.json, model.safetensors, generation_config.json, "
         "tokenizer.json, tokenizer_config.json, README.md (the model card) and SHA256SUMS: "
         "a folder transformers loads without minillm.",
@@ -500,7 +506,24 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="a file written by minillm train, or 'course'"
     )
-    parser.add_argument("--out", required=True, help="the folder to write")
+    parser.add_argument(
+        "--out", required=True, help="the folder to write (with --format gguf: the .gguf file)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["hf", "gguf"],
+        default="hf",
+        help="hf: a Hugging Face folder (default); gguf: one file llama.cpp runs as is",
+    )
+    from minillm.gguf_export import GGUF_QTYPES
+
+    parser.add_argument(
+        "--qtype",
+        choices=list(GGUF_QTYPES),
+        default=None,
+        help="with --format gguf, how the weights are stored (default q8_0): "
+        + "; ".join(f"{k}: {v}" for k, v in GGUF_QTYPES.items()),
+    )
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer file (default: found with the checkpoint)"
     )
