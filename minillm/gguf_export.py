@@ -20,9 +20,11 @@ names one of its built-in splitters. The course tokenizer uses GPT-4's regex in 
 which tiktoken later rewrote with possessive quantifiers and an extra ``\\s++$`` branch. The
 possessive forms split every text the same way; ``\\s++$`` differs in one case only: whitespace
 at the very end of a text that holds a line break followed by more whitespace (``"a\\n "`` is
-``["a", "\\n "]`` for minillm, ``["a", "\\n", " "]`` for llama.cpp). ``llama-bpe`` also turns on
-tiktoken's shortcut (a chunk that is a whole token is that token, ``ignore_merges``). The
-GPT-2 regex maps to llama.cpp's ``gpt-2`` splitter.
+``["a", "\\n "]`` for minillm, ``["a", "\\n", " "]`` for llama.cpp). The ids differ only when a token spans that cut, a line
+break followed by other whitespace; the course vocabulary has no such token
+(:func:`tokens_across_line_breaks` lists them), so llama.cpp gives minillm's ids on every text.
+``llama-bpe`` also turns on tiktoken's shortcut (a chunk that is a whole token is that token,
+``ignore_merges``). The GPT-2 regex maps to llama.cpp's ``gpt-2`` splitter.
 
 **The merges.** minillm (like tiktoken) merges the adjacent pair whose *merged bytes* have the
 lowest id; llama.cpp merges the pair that comes first in the merge list. The two agree when the
@@ -50,10 +52,12 @@ __all__ = [
     "GGUF_QTYPES",
     "PRE_TOKENIZERS",
     "export_gguf",
+    "LLAMA3_REGEX",
     "gguf_chat_template",
     "llama_merges",
     "tensor_types",
     "tokenizer_metadata",
+    "tokens_across_line_breaks",
 ]
 
 GGUF_QTYPES: dict[str, str] = {
@@ -351,8 +355,8 @@ def _add_tokenizer(writer: Any, meta: dict[str, Any]) -> None:
         writer.add_chat_template(meta["chat_template"])
 
 
-def export_command(args: Any, model: nn.Module, tokenizer: Any) -> int:
-    """``minillm export --format gguf``: write the file and print its size and type."""
+def check_export_args(args: Any) -> None:
+    """Refuse ``minillm export`` flags that do not fit ``--format gguf``, before any loading."""
     out = Path(args.out)
     if out.suffix != ".gguf":
         raise ValueError(f"--out must name a .gguf file with --format gguf, got {args.out!r}")
@@ -360,8 +364,35 @@ def export_command(args: Any, model: nn.Module, tokenizer: Any) -> int:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if args.repo:
         raise ValueError("--repo uploads a Hugging Face folder; export without --format gguf")
+
+
+def export_command(args: Any, model: nn.Module, tokenizer: Any) -> int:
+    """``minillm export --format gguf``: write the file and print its size and type."""
+    check_export_args(args)
+    out = Path(args.out)
     qtype = args.qtype or "q8_0"
     export_gguf(model, tokenizer, out, qtype)
     print(f"{out.stat().st_size:>12,}  {out.name}  ({qtype}: {GGUF_QTYPES[qtype]})")
-    print(f"wrote {out}: llama.cpp loads it as is (llama-cli -m FILE, or llama_cpp.Llama(FILE) in Python)")
+    print(f"wrote {out}: llama.cpp loads it as is (llama-cli -m FILE; in Python llama_cpp.Llama)")
     return 0
+
+
+LLAMA3_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+"""The regex of llama.cpp's ``llama-bpe`` splitter (cl100k_base as first published), in
+Python's ``regex`` syntax, to compare with :data:`minillm.tokenizer.GPT4_PATTERN`."""
+
+
+def tokens_across_line_breaks(tokenizer: Any, extra: list[bytes] | None = None) -> list[bytes]:
+    """Ordinary tokens (and ``extra`` byte strings) holding a line break followed by another
+    byte: the only tokens that could give llama.cpp's ``llama-bpe`` different ids from minillm's
+    GPT-4 regex (by spanning the cut llama.cpp makes after the last line break of trailing
+    whitespace). An empty list means the two tokenizers agree on every text."""
+    candidates = [*tokenizer._ranks, *(extra or [])]  # same package
+    return [
+        t
+        for t in candidates
+        if any(b in b"\r\n" and n not in b"\r\n" for b, n in zip(t, t[1:], strict=False))
+    ]

@@ -468,6 +468,10 @@ def _export_command(args: argparse.Namespace) -> int:
 
     if args.qtype is not None and args.format != "gguf":
         raise ValueError("--qtype chooses how a GGUF file stores its weights; add --format gguf")
+    if args.format == "gguf":
+        from minillm.gguf_export import check_export_args
+
+        check_export_args(args)
     if args.checkpoint == "course":
         from minillm.course import course_model
 

@@ -27,7 +27,7 @@ from torch import nn
 __all__ = ["LlamaCppLM", "import_llama_cpp"]
 
 _LOG_CALLBACK: Any = None  # kept alive for as long as llama.cpp may call it
-_GGML_LOG_ERROR = 3
+_GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
 def import_llama_cpp() -> Any:
