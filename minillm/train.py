@@ -57,6 +57,7 @@ from minillm.distributed import (
     rows_of_rank,
     shard_model,
 )
+from minillm.muon import MuonAdamW, muon_adamw_groups
 from minillm.precision import DTYPES, autocast_context, make_grad_scaler
 from minillm.runlog import LOG_NAME, append_log, truncate_log
 from minillm.splits import batch_generator, check_tokens, draw_batch, load_split
@@ -93,12 +94,21 @@ def configure_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.95),
     device_type: str = "cpu",
-) -> torch.optim.AdamW:
+    optimizer: str = "adamw",
+    muon_lr: float = 0.02,
+) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (linear and embedding weights) and none elsewhere.
 
     Biases and normalisation gains are vectors: decaying them toward zero only hurts. The fused
     kernel is used where PyTorch has one (CUDA, CPU), otherwise the multi-tensor ``foreach`` one.
+    ``optimizer="muon"``: a :class:`minillm.muon.MuonAdamW` instead, Muon (at ``muon_lr``, with
+    the same decoupled weight decay) on the blocks' matrices and AdamW on the rest.
     """
+    if optimizer == "muon":
+        groups = muon_adamw_groups(model, learning_rate, weight_decay, betas, muon_lr)
+        return MuonAdamW(groups)
+    if optimizer != "adamw":
+        raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -251,6 +261,8 @@ class _Run:
             weight_decay=config.weight_decay,
             betas=(config.beta1, config.beta2),
             device_type=self.device.type,
+            optimizer=config.optimizer,
+            muon_lr=config.muon_lr,
         )
         self.scaler = make_grad_scaler(config.dtype, self.device)  # float16 only (lesson 07)
         self.generator = batch_generator(config.seed)  # one stream, the same on every rank
@@ -281,6 +293,12 @@ class _Run:
 
     def _restore_state(self, checkpoint: Checkpoint) -> None:
         """Optimizer, scaler, random streams and counters (the weights are already loaded)."""
+        saved_optimizer = (checkpoint.train_config or {}).get("optimizer", "adamw")
+        if saved_optimizer != self.config.optimizer:
+            raise CheckpointError(
+                f"{checkpoint.path} was trained with optimizer={saved_optimizer!r}, this run "
+                f"asks for {self.config.optimizer!r}; resume with the same optimizer"
+            )
         check_optimizer_fits(checkpoint, self.optimizer)
         if self.fsdp:  # the file holds the full state: each rank keeps its shard
             load_full_optimizer_state(self.model, self.optimizer, checkpoint.optimizer_state)
@@ -333,8 +351,15 @@ class _Run:
             warmup_steps=c.warmup_steps,
             max_steps=c.max_steps,
         )
+        muon_lr = get_lr(
+            self.step,
+            max_lr=c.muon_lr,
+            min_lr=c.muon_final_lr,
+            warmup_steps=c.warmup_steps,
+            max_steps=c.max_steps,
+        )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = muon_lr if group.get("kind") == "muon" else lr
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         rows = c.batch_size * self.info.world_size  # the global micro-batch
