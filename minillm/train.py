@@ -5,7 +5,7 @@ switches it already has: ``dtype``, ``compile`` and rank awareness under ``torch
 
 - :class:`TrainConfig` (from :mod:`minillm.train_config`): every setting of a run, validated.
 - :func:`get_lr`: linear warmup then cosine decay; :func:`configure_optimizer`: AdamW with weight
-  decay on matrices only.
+  decay on matrices only, or (``optimizer="muon"``) Muon + AdamW from :mod:`minillm.muon`.
 - :func:`estimate_loss`: mean loss over fixed batches of a split.
 - :func:`train`: the loop (accumulation, clipping, evaluation, logging, checkpoints, resume).
 

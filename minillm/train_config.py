@@ -57,7 +57,9 @@ class TrainConfig:
     learning_rate: float = _setting(3e-3, "peak learning rate, reached after the warmup")
     min_lr: float | None = _setting(None, "learning rate at the end of the cosine; None: peak/10")
     warmup_steps: int = _setting(30, "steps of linear warmup from 0 to the peak learning rate")
-    weight_decay: float = _setting(0.1, "AdamW weight decay, applied to matrices only")
+    weight_decay: float = _setting(
+        0.1, "decoupled weight decay, on matrices only (AdamW's, and Muon's with optimizer=muon)"
+    )
     beta1: float = _setting(0.9, "AdamW beta1 (momentum of the gradient)")
     beta2: float = _setting(0.95, "AdamW beta2 (momentum of the squared gradient)")
     optimizer: str = _setting(
