@@ -95,7 +95,7 @@ def configure_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     device_type: str = "cpu",
     optimizer: str = "adamw",
-    muon_lr: float = 0.02,
+    muon_lr: float = 0.01,
 ) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (linear and embedding weights) and none elsewhere.
 

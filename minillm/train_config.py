@@ -68,8 +68,9 @@ class TrainConfig:
         "embeddings, head, norms, biases; see minillm.muon)",
         choices=OPTIMIZERS,
     )
+    # 0.01: the best of 0.01, 0.02, 0.04 on lesson 05's run (bench/results/muon.json)
     muon_lr: float = _setting(
-        0.02, "Muon's peak learning rate (optimizer=muon), on learning_rate's schedule"
+        0.01, "Muon's peak learning rate (optimizer=muon), on learning_rate's schedule"
     )
     grad_clip: float = _setting(1.0, "clip the global gradient norm to this; 0 disables")
     eval_interval: int = _setting(100, "evaluate on the validation split every this many steps")
