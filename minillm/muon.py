@@ -25,8 +25,9 @@ applies an odd quintic polynomial, which acts on each singular value :math:`\\si
     \\qquad \\sigma \\mapsto a\\sigma + b\\sigma^3 + c\\sigma^5
 
 with :math:`(a, b, c) = (3.4445, -4.7750, 2.0315)`: the large slope :math:`a` at zero lifts the
-small singular values fast, so after five steps every one lies roughly in :math:`[0.7, 1.2]`
-instead of exactly at 1 (which would need many more steps, and does not train better). The
+small singular values fast, so after five steps every one above about 0.003 lies roughly in
+:math:`[0.7, 1.2]` instead of exactly at 1 (which would need many more steps, and does not train
+better). The
 update therefore moves every direction of the matrix by about the same amount, however small its
 share of the gradient; only matrix products are used, so no SVD is needed. The ratio
 :math:`\\sqrt{\\max(1, A/B)}` keeps the update's size per weight similar across shapes.
