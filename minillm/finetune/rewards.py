@@ -68,7 +68,7 @@ def dictionary_syllables(word: str) -> int | None:
     """Syllables of ``word`` (lower case) by the CMU dictionary, or None when it is not a word.
 
     The first pronunciation counts. Forms the dictionary lacks are tried without a leading
-    apostrophe (*'gainst*) and as a stem plus a silent elision (*kill'd* = *kill*, *know'st* =
+    apostrophe (*'tis*) and as a stem plus a silent elision (*kill'd* = *kill*, *know'st* =
     *know*).
     """
     lookup = _dictionary()
