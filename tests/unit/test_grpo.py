@@ -4,6 +4,7 @@ loops and against ``trl``'s own ``GRPOTrainer._compute_loss`` on the same tensor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -194,7 +195,8 @@ def _trl_loss(logps, old, ref, adv, mask, *, beta, eps, loss_type, max_len, bias
         top_entropy_quantile=1.0, off_policy_mask_threshold=None,
         importance_sampling_level="token", beta=beta, loss_type=loss_type,
         epsilon_low=eps, epsilon_high=eps, use_vllm=False,
-        args=SimpleNamespace(use_bias_correction_kl=bias_corrected_kl, delta=None),
+        args=SimpleNamespace(use_bias_correction_kl=bias_corrected_kl, delta=None,
+                             steps_per_generation=1),
         model=SimpleNamespace(training=True), current_gradient_accumulation_steps=1,
         max_completion_length=max_len, _entropy_bonus_enabled=False, aux_loss_enabled=False,
         _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
@@ -208,6 +210,7 @@ def _trl_loss(logps, old, ref, adv, mask, *, beta, eps, loss_type, max_len, bias
         "advantages": adv,
         "old_per_token_logps": old,
         "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum(),  # dapo's normaliser: the tokens of the whole batch
     }
     return trainer.GRPOTrainer._compute_loss(this, None, inputs)
 
@@ -231,6 +234,30 @@ def test_the_loss_and_its_gradient_equal_trl(loss_type, beta, kl_times_ratio):
     mine.backward()
     theirs.backward()
     assert torch.allclose(mine_in.grad, theirs_in.grad, atol=1e-7)
+
+
+def test_trls_default_dapo_is_our_bnpo_on_one_process():
+    logps, old, ref, adv, mask = _batch(n=8, length=6, seed=5)
+    mine = grpo_loss(logps, old, adv, mask, ref, beta=0.04, loss_type="bnpo").loss
+    theirs = _trl_loss(logps, old, ref, adv, mask, beta=0.04, eps=0.2, loss_type="dapo",
+                       max_len=6, bias_corrected_kl=False)  # fmt: skip
+    assert abs(float(mine) - float(theirs)) <= 1e-6
+
+
+def test_the_trl_defaults_that_differ_from_ours_are_the_documented_ones():
+    trl = pytest.importorskip("trl")
+    theirs = {f.name: f.default for f in dataclasses.fields(trl.GRPOConfig)}
+    ours = GRPOConfig()
+    # the same
+    assert theirs["epsilon"] == ours.epsilon == 0.2 and theirs["epsilon_high"] is None
+    assert theirs["num_iterations"] == ours.num_iterations == 1
+    assert theirs["scale_rewards"] == ours.scale == "group"
+    assert theirs["num_generations"] == ours.group_size == 8
+    assert theirs["importance_sampling_level"] == "token"  # ours is always per token
+    # different (the parity tests set trl to ours)
+    assert (theirs["beta"], ours.beta) == (0.0, 0.04)
+    assert (theirs["loss_type"], ours.loss_type) == ("dapo", "grpo")
+    assert (theirs["use_bias_correction_kl"], ours.kl_times_ratio) == (True, False)
 
 
 def test_trl_default_kl_weighting_differs_from_ours():
