@@ -31,7 +31,8 @@ from minillm import course_model  # noqa: E402
 from minillm.cli.finetune_grpo import line_end_ids  # noqa: E402
 from minillm.data.pipeline import prepare_corpus  # noqa: E402
 from minillm.evaluate.stats import bootstrap_ci  # noqa: E402
-from minillm.finetune.grpo import GRPOConfig, grpo_step, sample_group  # noqa: E402
+from minillm.finetune.grpo import GRPOConfig  # noqa: E402
+from minillm.finetune.grpo_rollout import grpo_step, sample_group  # noqa: E402
 from minillm.finetune.rewards import naive_syllable_reward, verse_prompts, verse_reward  # noqa: E402
 
 

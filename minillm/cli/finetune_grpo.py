@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from minillm.data.pipeline import prepare_corpus
-from minillm.finetune.grpo import GRPOConfig, rollout, rollout_loss, sample_group
+from minillm.finetune.grpo import GRPOConfig
+from minillm.finetune.grpo_rollout import rollout, rollout_loss, sample_group
 from minillm.finetune.rewards import naive_syllable_reward, verse_prompts, verse_reward
 
 __all__ = ["grpo_config", "grpo_parts", "line_end_ids"]

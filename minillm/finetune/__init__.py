@@ -2,7 +2,7 @@
 the classification head, and the instruction data built from the plays; lesson 14: GRPO with a
 verifiable reward.
 
-Modules: ``dpo``, ``grpo``, ``instructions``, ``lora``, ``lora_files``, ``objectives``,
+Modules: ``dpo``, ``grpo``, ``grpo_rollout``, ``instructions``, ``lora``, ``lora_files``, ``objectives``,
 ``rewards``, ``sft``.
 """
 
@@ -17,12 +17,15 @@ from minillm.finetune.grpo import (
     SCALES,
     GRPOConfig,
     GRPOLoss,
-    GRPOStats,
-    Rollout,
     group_advantages,
     grpo_loss,
-    grpo_step,
     kl_k3,
+)
+from minillm.finetune.grpo_rollout import (
+    GRPOStats,
+    Reward,
+    Rollout,
+    grpo_step,
     per_token_logps,
     rollout,
     rollout_loss,
@@ -110,6 +113,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "PreferencePair",
+    "Reward",
     "ROLES",
     "Rollout",
     "SCALES",

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillm.finetune import grpo
-from minillm.finetune.grpo import GRPOConfig, group_advantages, grpo_loss, kl_k3, per_token_logps
+from minillm.finetune import grpo_rollout as grpo
+from minillm.finetune.grpo import GRPOConfig, group_advantages, grpo_loss, kl_k3
+from minillm.finetune.grpo_rollout import per_token_logps
 from minillm.model import GPT, GPTConfig
 
 END = 3
