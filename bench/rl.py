@@ -29,7 +29,8 @@ from common import RESULTS_DIR, machine_info, write_results  # noqa: E402
 
 from minillm import course_model  # noqa: E402
 from minillm.cli.finetune_grpo import line_end_ids  # noqa: E402
-from minillm.data.pipeline import prepare_corpus  # noqa: E402
+from minillm.data.pipeline import prepare_corpus, split_documents  # noqa: E402
+from minillm.evaluate.metrics import bits_per_byte  # noqa: E402
 from minillm.evaluate.stats import bootstrap_ci  # noqa: E402
 from minillm.finetune.grpo import GRPOConfig  # noqa: E402
 from minillm.finetune.grpo_rollout import grpo_step, sample_group  # noqa: E402
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--per-play", type=int, default=20, help="prompts per play")
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bpb-chars", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(RESULTS_DIR / "rl.json"))
     args = parser.parse_args()
@@ -83,7 +85,11 @@ def main() -> None:
     base, tokenizer = course_model(verbose=False)
     base.eval()
     end_ids = line_end_ids(tokenizer)
-    prompts = verse_prompts(prepare_corpus(), per_play=args.per_play, seed=args.seed)
+    docs = prepare_corpus()
+    prompts = verse_prompts(docs, per_play=args.per_play, seed=args.seed)
+    # what RL costs: bits per byte of held-out pretraining text (the validation split's plays)
+    val_text = "\n\n".join(d.text for d in split_documents(docs, (0.9, 0.05, 0.05), seed=0)["val"])
+    val_text = val_text[: 4000 if args.quick else args.bpb_chars]
     config = GRPOConfig(
         group_size=args.group_size, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, epsilon=args.epsilon, beta=args.beta,
@@ -142,6 +148,12 @@ def main() -> None:
         naive_syllable_reward,
     )
     rb, ra = ci(before), ci(after)
+    bpb_before, bpb_after = (float(bits_per_byte(m, tokenizer, val_text)) for m in (base, policy))
+
+    def distinct(texts):  # the share of different first lines: a collapse to one line shows here
+        lines = [t.split("\n", 1)[0] for t in texts]
+        return len(set(lines)) / len(lines)
+
     result = {
         "mode": "quick" if args.quick else "full",
         "task": "next line of a speech with ten syllables (minillm.finetune.rewards.verse_reward)",
@@ -153,6 +165,11 @@ def main() -> None:
         "intervals_overlap": not (ra["low"] > rb["high"] or rb["low"] > ra["high"]),
         "naive_reward_before": ci(naive_before),
         "naive_reward_after": ci(naive_after),
+        "bits_per_byte_before": bpb_before,
+        "bits_per_byte_after": bpb_after,
+        "bpb_chars": len(val_text),
+        "distinct_lines_before": distinct(before_text),
+        "distinct_lines_after": distinct(after_text),
         "steps": step,
         "seconds": seconds,
         "cpu": info["cpu"],

@@ -77,7 +77,7 @@ METHODS: tuple[str, ...] = ("full", "lora", "sft", "dpo", "classify", "grpo")
 RESULTS_NAME = "finetune.json"
 GENRE_NAMES: tuple[str, ...] = ("comedy", "history", "tragedy")
 _SCORING_ONLY = ("n_resamples", "forgetting_chars")  # may change on resume: training is the same
-DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3, "grpo": 1e-4}
+DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3, "grpo": 3e-4}
 
 
 @dataclass
