@@ -35,7 +35,7 @@ per-token losses become one number in one of three ways (``loss_type``, ``trl``'
 
 .. math::
 
-    \text{grpo: } \frac{1}{G}\sum_i \frac{\sum_t m_{i,t}\ell_{i,t}}{\sum_t m_{i,t}}, \qquad
+    \text{grpo: } \frac{1}{N}\sum_i \frac{\sum_t m_{i,t}\ell_{i,t}}{\sum_t m_{i,t}}, \qquad
     \text{bnpo: } \frac{\sum_{i,t} m_{i,t}\ell_{i,t}}{\sum_{i,t} m_{i,t}}, \qquad
     \text{dr\_grpo: } \frac{\sum_{i,t} m_{i,t}\ell_{i,t}}{N \cdot L_\text{max}}
 

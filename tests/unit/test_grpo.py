@@ -284,3 +284,13 @@ def test_advantages_and_logps_equal_trls_helpers(model):
     logits = model(torch.cat([prompt.expand(2, -1), completion], 1))[0][:, 2:-1] / 0.7
     trl_logps = utils.selective_log_softmax(logits, completion)
     assert torch.allclose(per_token_logps(model, prompt, completion, 0.7), trl_logps, atol=1e-6)
+
+
+def test_a_long_prompt_keeps_its_last_tokens_and_a_full_context_is_refused(model):
+    prompt = [5 + i % 20 for i in range(40)]  # longer than the 32-token context
+    ids, mask, logps = grpo.sample_group(model, prompt, 2, 6, 1.0, (), torch.Generator())
+    assert mask.sum() == 12  # no end tokens: every token is a response token
+    kept = torch.tensor([prompt[-(32 - 6) :]])
+    assert torch.allclose(per_token_logps(model, kept, ids), logps, atol=1e-5)
+    with pytest.raises(ValueError, match="no room"):
+        grpo.sample_group(model, prompt, 2, 32)
