@@ -1,4 +1,4 @@
-"""Reinforcement learning benchmark (issue 25): GRPO on the shipped course model, ten-syllable lines.
+"""Reinforcement learning benchmark (issue 25): GRPO on the course model, ten-syllable lines.
 
 The task (:mod:`minillm.finetune.rewards`): after a speaker's name and two lines of one of their
 speeches, write the next line with ten syllables (CMU dictionary; every word real, none
@@ -182,8 +182,10 @@ def main() -> None:
         ],
     }
     write_results(Path(args.out), result)
-    print(f"held-out reward {rb['mean']:.3f} [{rb['low']:.3f}, {rb['high']:.3f}] -> "
-          f"{ra['mean']:.3f} [{ra['low']:.3f}, {ra['high']:.3f}] after {step} steps, {seconds:.0f} s")  # fmt: skip
+    print(
+        f"held-out reward {rb['mean']:.3f} [{rb['low']:.3f}, {rb['high']:.3f}] -> "
+        f"{ra['mean']:.3f} [{ra['low']:.3f}, {ra['high']:.3f}] after {step} steps, {seconds:.0f} s"
+    )
 
 
 if __name__ == "__main__":

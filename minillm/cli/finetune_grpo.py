@@ -4,8 +4,8 @@ The task and reward are :mod:`minillm.finetune.rewards`' (after a speaker's name
 their speech, write the next line, ten syllables of real words); the update is
 :mod:`minillm.finetune.grpo`'s. Each step samples ``--group-size`` completions for each of
 ``--batch-size`` training prompts, scores them, and returns the clipped loss with the KL penalty
-(``--beta``) to the base model, which the recipe's loop (:func:`minillm.cli.finetune_recipe.run_finetune`)
-then minimises, checkpoints and resumes like every other method. The held-out reward is measured
+(``--beta``) to the base model, which the recipe's loop
+(:func:`minillm.cli.finetune_recipe.run_finetune`) then minimises, checkpoints and resumes like every other method. The held-out reward is measured
 on prompts of the held-out plays only, before (the base model) and after.
 """
 

@@ -137,7 +137,8 @@ def group_advantages(
     """
     if rewards.dim() != 1 or rewards.numel() % group_size or rewards.numel() < group_size:
         raise ValueError(
-            f"rewards must be a flat tensor of whole groups of {group_size}, got {tuple(rewards.shape)}"
+            f"rewards must be a flat tensor of whole groups of {group_size}, "
+            f"got {tuple(rewards.shape)}"
         )
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
@@ -153,7 +154,8 @@ def group_advantages(
 
 
 def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    r"""Per-token :math:`e^{\log\pi_\text{ref} - \log\pi_\theta} - (\log\pi_\text{ref} - \log\pi_\theta) - 1`."""
+    r"""The per-token k3 estimate of :math:`\mathrm{KL}(\pi_\theta \| \pi_\text{ref})`:
+    :math:`e^{\delta} - \delta - 1` with :math:`\delta = \log\pi_\text{ref} - \log\pi_\theta`."""
     delta = ref_logps - logps
     return torch.exp(delta) - delta - 1
 

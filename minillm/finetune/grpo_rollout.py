@@ -64,9 +64,9 @@ def sample_group(
 
     The prompt keeps its last ``block_size - max_new_tokens`` tokens, so that prompt and
     completion fit one forward pass (the loss's). Returns ``(ids, mask, logps)``, each
-    (G, max_new_tokens): the tokens (the first of ``end_ids`` repeated after a completion ended),
-    1 up to and including the first token of ``end_ids``, and the sampling distribution's log-probability of each token
-    (0 where masked).
+    (G, max_new_tokens): the tokens (the first of ``end_ids`` repeated once a completion ended);
+    the mask, 1 up to and including the first token of ``end_ids``; and the sampling
+    distribution's log-probability of each token (0 where masked).
     """
     room = model.config.block_size - max_new_tokens
     if room < 1:

@@ -1,4 +1,5 @@
-r"""Verifiable rewards for lesson 14: a line of ten syllables, counted with a pronouncing dictionary.
+r"""Verifiable rewards for lesson 14: a line of ten syllables, counted with a pronouncing
+dictionary.
 
 The task: given a few lines of a speech from a play, write the next line, and make it a line of
 blank verse's length, ten syllables. A program checks the answer with the Carnegie Mellon
