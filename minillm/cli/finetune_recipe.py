@@ -10,6 +10,9 @@ Taught in lesson 08 (fine-tuning). One run adapts a base model (the course model
 - ``sft``: every parameter, the chat template with its special tokens (:mod:`minillm.finetune.sft`);
 - ``dpo``: preference tuning of an SFT model (``--checkpoint`` of a ``--method sft`` run), the
   SFT model itself as the frozen reference (:mod:`minillm.finetune.dpo`);
+- ``grpo``: reinforcement learning from a verifiable reward (lesson 14): ten-syllable next
+  lines, :mod:`minillm.cli.finetune_grpo`; ``--batch-size`` prompts per step, each with a group
+  of ``--group-size`` sampled completions, the base model as the KL reference (``--beta``);
 - ``classify``: a linear head (and, by default, the last two blocks) for comedy / tragedy /
   history, on its own passages: ``--classify-chars`` long (default 400, near the model's
   128-token context; the generation tasks' ``--max-chars`` passages are too short to tell genre
@@ -40,6 +43,7 @@ import torch
 from torch import nn
 
 from minillm.cli.evaluate import load_for_eval
+from minillm.cli.finetune_grpo import grpo_parts
 from minillm.course import course_model
 from minillm.data.pipeline import prepare_corpus, split_documents
 from minillm.evaluate.metrics import bits_per_byte
@@ -70,11 +74,11 @@ from minillm.utils.outputs import RunLock
 
 __all__ = ["METHODS", "FinetuneSettings", "run_finetune", "RESULTS_NAME"]
 
-METHODS: tuple[str, ...] = ("full", "lora", "sft", "dpo", "classify")
+METHODS: tuple[str, ...] = ("full", "lora", "sft", "dpo", "classify", "grpo")
 RESULTS_NAME = "finetune.json"
 GENRE_NAMES: tuple[str, ...] = ("comedy", "history", "tragedy")
 _SCORING_ONLY = ("n_resamples", "forgetting_chars")  # may change on resume: training is the same
-DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3}
+DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3, "grpo": 3e-4}
 
 
 @dataclass
@@ -92,10 +96,14 @@ class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
     targets: list[str] = field(default_factory=lambda: ["c_attn", "c_fc"])
-    beta: float = 0.1
+    beta: float = 0.1  # dpo: the preference strength; grpo: the KL coefficient
     train_blocks: int = 2  # classify: the last blocks trained with the head (0: head only)
     classify_chars: int = 400
     classify_per_play: int = 96
+    group_size: int = 8  # grpo: completions per prompt
+    clip_epsilon: float = 0.2  # grpo: the ratio's clip range
+    max_new_tokens: int = 24  # grpo: the longest completion
+    temperature: float = 1.0  # grpo: sampling temperature
     seed: int = 0
     n_resamples: int = 1000
     forgetting_chars: int = 0
@@ -107,6 +115,7 @@ class FinetuneSettings:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         positive = ("steps", "batch_size", "per_play", "max_chars", "rank", "n_resamples")
+        positive += ("max_new_tokens",)
         for name in (*positive, "classify_chars", "classify_per_play"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -115,9 +124,17 @@ class FinetuneSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if (
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 2
+        ):
+            raise ValueError(f"group_size must be an int >= 2, got {self.group_size!r}")
         if not isinstance(self.validation, bool):
             raise ValueError(f"validation must be True or False, got {self.validation!r}")
-        for name in ("alpha", "beta") + (("lr",) if self.lr is not None else ()):
+        for name in ("alpha", "beta", "clip_epsilon", "temperature") + (
+            ("lr",) if self.lr is not None else ()
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -344,6 +361,11 @@ def _make_job(settings, base, tokenizer, docs=None) -> _Job:
             "`minillm finetune --method sft` run (its tokenizer has the chat tokens)"
         )
 
+    if settings.method == "grpo":
+        docs, held_out = held_out_split(settings, docs)
+        ci = lambda values: _ci(values, settings)  # noqa: E731
+        model, loss, score = grpo_parts(settings, base, tokenizer, docs, held_out, ci)
+        return _Job(model, tokenizer, loss, score, model)
     if settings.method == "classify":
         data = classify_data(settings, docs)
     else:

@@ -1,7 +1,7 @@
 """Lesson 08 (fine-tuning): LoRA, the chat template and SFT collation with loss masks, DPO,
 the classification head, and the instruction data built from the plays.
 
-Modules: ``dpo``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``sft``.
+Modules: ``dpo``, ``grpo``, ``grpo_rollout``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``rewards``, ``sft``.
 """
 
 from minillm.finetune.dpo import (
@@ -9,6 +9,25 @@ from minillm.finetune.dpo import (
     dpo_loss,
     preference_batch,
     sequence_logprobs,
+)
+from minillm.finetune.grpo import (
+    LOSS_TYPES,
+    SCALES,
+    GRPOConfig,
+    GRPOLoss,
+    group_advantages,
+    grpo_loss,
+    kl_k3,
+)
+from minillm.finetune.grpo_rollout import (
+    GRPOStats,
+    Reward,
+    Rollout,
+    grpo_step,
+    per_token_logps,
+    rollout,
+    rollout_loss,
+    sample_group,
 )
 from minillm.finetune.instructions import (
     EVAL_PLAYS,
@@ -50,6 +69,17 @@ from minillm.finetune.objectives import (
     sft_loss,
     train_steps,
 )
+from minillm.finetune.rewards import (
+    TARGET_SYLLABLES,
+    completion_line,
+    dictionary_syllables,
+    guessed_syllables,
+    line_words,
+    naive_syllable_reward,
+    syllable_score,
+    verse_prompts,
+    verse_reward,
+)
 from minillm.finetune.sft import (
     CHAT_TEMPLATE,
     CHAT_TOKENS,
@@ -74,12 +104,20 @@ __all__ = [
     "Encoded",
     "Example",
     "GENRES",
+    "GRPOConfig",
+    "GRPOLoss",
+    "GRPOStats",
+    "LOSS_TYPES",
     "LoRAConfig",
     "LoRALinear",
     "PreferencePair",
     "ROLES",
+    "Reward",
+    "Rollout",
+    "SCALES",
     "SequenceClassifier",
     "Speech",
+    "TARGET_SYLLABLES",
     "TASKS",
     "TiedTokensHead",
     "TrainLog",
@@ -89,25 +127,41 @@ __all__ = [
     "apply_lora",
     "build_instructions",
     "collate",
+    "completion_line",
     "count_parameters",
     "describe",
+    "dictionary_syllables",
     "dpo_loss",
     "encode_examples",
+    "group_advantages",
+    "grpo_loss",
+    "grpo_step",
+    "guessed_syllables",
+    "kl_k3",
     "last_token_index",
+    "line_words",
     "load_adapter",
     "lora_state_dict",
     "masked_cross_entropy",
     "merge_lora",
+    "naive_syllable_reward",
     "parse_speeches",
+    "per_token_logps",
     "play_genre",
     "preference_batch",
     "preference_pairs",
     "resize_token_embeddings",
+    "rollout",
+    "rollout_loss",
+    "sample_group",
     "save_adapter",
     "sequence_logprobs",
     "sft_loss",
     "speaker_shortcut",
+    "syllable_score",
     "to_hf_tokenizer",
     "train_steps",
     "validation_plays",
+    "verse_prompts",
+    "verse_reward",
 ]

@@ -2,7 +2,7 @@
 configuration, AdamW and the schedule, checkpoints with exact resume, the count and compressor
 baselines, data parallelism from scratch and with DDP, and the precision set-up.
 
-Modules: ``baseline_reports``, ``baselines``, ``checkpoint``, ``compressors``, ``config``, ``ddp_scratch``, ``dist_lab``, ``distributed``, ``loop``, ``optim``, ``precision``, ``runlog``, ``schedule``, ``shards``.
+Modules: ``baseline_reports``, ``baselines``, ``checkpoint``, ``compressors``, ``config``, ``ddp_scratch``, ``dist_lab``, ``distributed``, ``loop``, ``muon``, ``optim``, ``precision``, ``runlog``, ``schedule``, ``shards``.
 """
 
 from minillm.train.baseline_reports import (
@@ -51,6 +51,7 @@ from minillm.train.compressors import (
     compressor_table,
 )
 from minillm.train.config import (
+    OPTIMIZERS,
     TrainConfig,
 )
 from minillm.train.distributed import (
@@ -76,6 +77,21 @@ from minillm.train.loop import (
     build_model,
     estimate_loss,
     train,
+)
+from minillm.train.muon import (
+    ADAMW_DEFAULTS,
+    ADJUST_LR_FNS,
+    MUON_DEFAULTS,
+    NS_COEFFICIENTS,
+    NS_EPS,
+    NS_STEPS,
+    Muon,
+    MuonAdamW,
+    adjusted_lr,
+    muon_adamw_groups,
+    muon_update,
+    newton_schulz,
+    split_muon_params,
 )
 from minillm.train.optim import (
     WrittenOutAdamW,
@@ -119,6 +135,8 @@ from minillm.train.shards import (
 )
 
 __all__ = [
+    "ADAMW_DEFAULTS",
+    "ADJUST_LR_FNS",
     "AUTOCAST_STAGES",
     "BASELINES_FILE",
     "BigramModel",
@@ -143,7 +161,14 @@ __all__ = [
     "LOG_NAME",
     "MAX_TABLE_BYTES",
     "META_FILE",
+    "MUON_DEFAULTS",
+    "Muon",
+    "MuonAdamW",
+    "NS_COEFFICIENTS",
+    "NS_EPS",
+    "NS_STEPS",
     "NonFiniteLossError",
+    "OPTIMIZERS",
     "SPLITS",
     "STRATEGIES",
     "TOKENIZER_FILE",
@@ -153,6 +178,7 @@ __all__ = [
     "UnigramModel",
     "WrittenOutAdamW",
     "adamw_update",
+    "adjusted_lr",
     "all_finite",
     "all_mean",
     "append_log",
@@ -188,6 +214,9 @@ __all__ = [
     "load_model_state",
     "local_part",
     "make_grad_scaler",
+    "muon_adamw_groups",
+    "muon_update",
+    "newton_schulz",
     "pick_device",
     "plot_log",
     "prepare",
@@ -201,6 +230,7 @@ __all__ = [
     "saved_activation_bytes",
     "shard_model",
     "spacing",
+    "split_muon_params",
     "split_text",
     "tensor_digest",
     "train",

@@ -401,8 +401,13 @@ def check_optimizer_state(state: dict[str, Any], path: str | Path) -> None:
         raise CheckpointError(
             f"{path}: corrupt optimizer state: entries {stray[:5]} belong to no parameter group"
         )
-    key_sets = {index: frozenset(entry) for index, entry in entries.items()}
-    if key_sets:
+    # groups of one kind (minillm.train.muon.MuonAdamW: "muon" or "adamw"; plain optimizers: one
+    # kind) keep the same entries per parameter
+    kind_of = {i: group.get("kind") for group in state["param_groups"] for i in group["params"]}
+    for kind in dict.fromkeys(kind_of.values()):  # in group order
+        key_sets = {i: frozenset(e) for i, e in entries.items() if kind_of[i] == kind}
+        if not key_sets:
+            continue
         expected = max(set(key_sets.values()), key=lambda k: sum(v == k for v in key_sets.values()))
         for index, keys in sorted(key_sets.items()):
             if keys != expected:

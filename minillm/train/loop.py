@@ -5,7 +5,7 @@ switches it already has: ``dtype``, ``compile`` and rank awareness under ``torch
 
 - :class:`TrainConfig` (from :mod:`minillm.train.config`): every setting of a run, validated.
 - :func:`get_lr`: linear warmup then cosine decay; :func:`configure_optimizer`: AdamW with weight
-  decay on matrices only.
+  decay on matrices only, or (``optimizer="muon"``) Muon + AdamW from :mod:`minillm.train.muon`.
 - :func:`estimate_loss`: mean loss over fixed batches of a split.
 - :func:`train`: the loop (accumulation, clipping, evaluation, logging, checkpoints, resume).
 
@@ -212,6 +212,8 @@ class _Run:
             weight_decay=config.weight_decay,
             betas=(config.beta1, config.beta2),
             device_type=self.device.type,
+            optimizer=config.optimizer,
+            muon_lr=config.muon_lr,
         )
         self.scaler = make_grad_scaler(config.dtype, self.device)  # float16 only (lesson 07)
         self.generator = batch_generator(config.seed)  # one stream, the same on every rank
@@ -242,6 +244,12 @@ class _Run:
 
     def _restore_state(self, checkpoint: Checkpoint) -> None:
         """Optimizer, scaler, random streams and counters (the weights are already loaded)."""
+        saved_optimizer = (checkpoint.train_config or {}).get("optimizer", "adamw")
+        if saved_optimizer != self.config.optimizer:
+            raise CheckpointError(
+                f"{checkpoint.path} was trained with optimizer={saved_optimizer!r}, this run "
+                f"asks for {self.config.optimizer!r}; resume with the same optimizer"
+            )
         check_optimizer_fits(checkpoint, self.optimizer)
         if self.fsdp:  # the file holds the full state: each rank keeps its shard
             load_full_optimizer_state(self.model, self.optimizer, checkpoint.optimizer_state)
@@ -294,8 +302,15 @@ class _Run:
             warmup_steps=c.warmup_steps,
             max_steps=c.max_steps,
         )
+        muon_lr = get_lr(
+            self.step,
+            max_lr=c.muon_lr,
+            min_lr=c.muon_final_lr,
+            warmup_steps=c.warmup_steps,
+            max_steps=c.max_steps,
+        )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = muon_lr if group.get("kind") == "muon" else lr
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         rows = c.batch_size * self.info.world_size  # the global micro-batch

@@ -72,10 +72,8 @@ def check_output(
         return target
     if target.is_dir() and not any(target.iterdir()):
         return target
-    kind = "folder" if target.is_dir() else "file"
     raise FileExistsError(
-        f"{what} {target} already exists (a {kind}); pass --overwrite to replace it, or "
-        "choose another path"
+        f"{what} {target} already exists; pass --overwrite to replace it, or choose another path"
     )
 
 
