@@ -1,9 +1,8 @@
 """Lesson 00 (welcome and setup): seeding, device choice and the environment check, and the plumbing every
-stage shares: atomic safetensors files and checksums, small statistics helpers.
+stage shares: shipped assets, atomic safetensors files, checksums and tokenizer fingerprints,
+the output guard and the run-folder lock.
 
-Modules: ``assets``, ``environment``, ``integrity`` (checksums and tokenizer fingerprints of every
-file minillm writes), ``outputs`` (the output guard, the run-folder lock, stale temporaries),
-``safefile``.
+Modules: ``assets``, ``environment``, ``integrity``, ``outputs``, ``safefile``.
 """
 
 from minillm.utils.assets import (
@@ -25,12 +24,17 @@ from minillm.utils.environment import (
     seed_everything,
 )
 from minillm.utils.integrity import (
+    CHECKSUMS_KEY,
     FINGERPRINT_KEY,
+    HEADER_CHECKSUM_KEY,
+    METADATA_KEY,
     IntegrityError,
     check_fingerprint,
+    header_digest,
     read_sealed_header,
     refuse_oversized,
     seal,
+    tensor_digest,
     verify_sealed,
     write_sealed,
 )
@@ -61,15 +65,18 @@ from minillm.utils.safefile import (
 
 __all__ = [
     "ASSETS_DIR",
+    "CHECKSUMS_KEY",
     "DEVICE_ENV_VAR",
     "DTYPES",
     "DoctorReport",
     "FINGERPRINT_KEY",
+    "HEADER_CHECKSUM_KEY",
     "IntegrityError",
     "LOCK_NAME",
     "MANIFEST_NAME",
     "MAX_HEADER_BYTES",
     "MAX_SEED",
+    "METADATA_KEY",
     "MIN_TORCH",
     "RunFolderBusyError",
     "RunLock",
@@ -88,6 +95,7 @@ __all__ = [
     "encode_file",
     "ensure_writable_dir",
     "ensure_writable_file",
+    "header_digest",
     "load_file",
     "measure_matmul_gflops",
     "pid_alive",
@@ -98,6 +106,7 @@ __all__ = [
     "seal",
     "seed_everything",
     "sha256_file",
+    "tensor_digest",
     "verify_manifest",
     "verify_sealed",
     "write_manifest",
