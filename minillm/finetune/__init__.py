@@ -1,7 +1,7 @@
 """Lesson 08 (fine-tuning): LoRA, the chat template and SFT collation with loss masks, DPO,
 the classification head, and the instruction data built from the plays.
 
-Modules: ``dpo``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``sft``.
+Modules: ``dpo``, ``helpers``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``sft``.
 """
 
 from minillm.finetune.dpo import (
@@ -9,6 +9,15 @@ from minillm.finetune.dpo import (
     dpo_loss,
     preference_batch,
     sequence_logprobs,
+)
+from minillm.finetune.helpers import (
+    ResponseLogprobs,
+    accumulate_sft_gradients,
+    masked_mean,
+    masked_normalize,
+    response_logprobs,
+    sft_microbatch_step,
+    token_entropy,
 )
 from minillm.finetune.instructions import (
     EVAL_PLAYS,
@@ -52,21 +61,36 @@ from minillm.finetune.objectives import (
 )
 from minillm.finetune.sft import (
     CHAT_TEMPLATE,
+    CHAT_TEMPLATE_FILE,
     CHAT_TOKENS,
     ROLES,
     ChatFormat,
     Encoded,
     add_chat_tokens,
     collate,
+    has_chat_tokens,
+    load_chat_template,
     masked_cross_entropy,
     resize_token_embeddings,
+    save_chat_template,
     to_hf_tokenizer,
 )
 
 __all__ = [
+    "ResponseLogprobs",
+    "accumulate_sft_gradients",
+    "masked_mean",
+    "masked_normalize",
+    "response_logprobs",
+    "sft_microbatch_step",
+    "token_entropy",
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
     "CHAT_TEMPLATE",
+    "CHAT_TEMPLATE_FILE",
+    "has_chat_tokens",
+    "load_chat_template",
+    "save_chat_template",
     "CHAT_TOKENS",
     "ChatFormat",
     "DPOOutput",
