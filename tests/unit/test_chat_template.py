@@ -153,3 +153,9 @@ def test_models_endpoint_names_the_chat_format(tok):
                 )
             )
             assert reply["usage"]["prompt_tokens"] == len(prompt)
+
+
+def test_the_exported_chat_model_stops_generating_at_end(exported, tok):
+    config = json.loads((exported / "generation_config.json").read_text())
+    assert tok.special_tokens["<|end|>"] in config["eos_token_id"]
+    assert tok.eot_id in config["eos_token_id"]
