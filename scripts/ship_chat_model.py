@@ -268,6 +268,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         json.dump(data, tmp, indent=2)
         tmp.write("\n")
+    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes it private; the card ships
     os.replace(tmp.name, path)
 
 
