@@ -72,3 +72,27 @@ def test_chat_training_is_reproducible_and_writes_a_chat_folder(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="unknown chat recipe"):
         course.train_chat_model(tmp_path / "c", verbose=False, epochs=3)
+
+
+def test_the_server_answers_with_the_chat_model_through_the_template(card):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from minillm.serve import create_app
+
+    model, tokenizer = course.course_model("chat", verbose=False)
+    with TestClient(create_app(model, tokenizer, n_slots=2)) as client:
+        assert client.get("/v1/models").json()["data"][0]["chat_format"] == "chat-template"
+        reply = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "minillm",
+                "messages": [{"role": "user", "content": card["answers"][1]["prompt"]}],
+                "max_tokens": 6,
+                "temperature": 0,
+            },
+        ).json()
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "stop"  # stopped by <|end|>, not by the token limit
+    assert choice["message"]["content"] == card["answers"][1]["chat model"]
