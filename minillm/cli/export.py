@@ -32,6 +32,9 @@ def _export_command(args: argparse.Namespace) -> int:
     if args.checkpoint == "course":
         model, tokenizer = course_model(verbose=False)
         facts = course_facts(model, tokenizer)
+    elif args.checkpoint == "chat":  # the course chat model: its template and <|end|> travel too
+        model, tokenizer = course_model("chat", verbose=False)
+        facts = facts_from_model(model, tokenizer)
     else:
         model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)
         facts = facts_from_model(model, tokenizer)
@@ -61,7 +64,9 @@ def add_cli(subparsers: Any) -> None:
         "a folder transformers loads without minillm.",
     )
     parser.add_argument(
-        "--checkpoint", required=True, help="a file written by minillm train, or 'course'"
+        "--checkpoint",
+        required=True,
+        help="a file written by minillm train, 'course' or 'chat' (the course chat model)",
     )
     parser.add_argument(
         "--out", required=True, help="the folder to write (with --format gguf: the .gguf file)"

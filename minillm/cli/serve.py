@@ -43,7 +43,7 @@ def _serve_cli(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # first: a busy port costs nothing and prints no banner
     try:
         if args.checkpoint is None:
-            model, tokenizer = course_model(verbose=True)
+            model, tokenizer = course_model(args.model, verbose=True)
         else:  # the loader every command shares: verified file, its own tokenizer (fingerprint)
             model, tokenizer = load_for_eval(args.checkpoint, args.tokenizer)
         import uvicorn
@@ -78,8 +78,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a checkpoint over an OpenAI-compatible HTTP API",
         description="Serve a model with /v1/completions, /v1/chat/completions, /v1/models, "
-        "/health, /metrics and a chat page at /. Without --checkpoint the course model is used.",
+        "/health, /metrics and a chat page at /. Without --checkpoint the course model is used "
+        "(--model base or chat). A chat model (its tokenizer has the chat tokens) answers chats "
+        "through lesson 08's chat template; the base model gets a play-script prompt; /v1/models "
+        "says which (chat_format).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        choices=("base", "chat"),
+        default="base",
+        help="which course model to serve (ignored with --checkpoint)",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file or its run folder")
     parser.add_argument("--tokenizer", default=None, help="default: tokenizer.bpe beside it")

@@ -1,7 +1,7 @@
 """Lesson 08 (fine-tuning): LoRA, the chat template and SFT collation with loss masks, DPO,
 the classification head, and the instruction data built from the plays.
 
-Modules: ``dpo``, ``grpo``, ``grpo_rollout``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``rewards``, ``sft``.
+Modules: ``dpo``, ``grpo``, ``grpo_rollout``, ``helpers``, ``instructions``, ``lora``, ``lora_files``, ``objectives``, ``rewards``, ``sft``.
 """
 
 from minillm.finetune.dpo import (
@@ -28,6 +28,15 @@ from minillm.finetune.grpo_rollout import (
     rollout,
     rollout_loss,
     sample_group,
+)
+from minillm.finetune.helpers import (
+    ResponseLogprobs,
+    accumulate_sft_gradients,
+    masked_mean,
+    masked_normalize,
+    response_logprobs,
+    sft_microbatch_step,
+    token_entropy,
 )
 from minillm.finetune.instructions import (
     EVAL_PLAYS,
@@ -81,25 +90,35 @@ from minillm.finetune.rewards import (
     verse_reward,
 )
 from minillm.finetune.sft import (
+    ASSISTANT,
     CHAT_TEMPLATE,
+    CHAT_TEMPLATE_FILE,
     CHAT_TOKENS,
+    END,
     ROLES,
+    USER,
     ChatFormat,
     Encoded,
     add_chat_tokens,
     collate,
+    has_chat_tokens,
+    load_chat_template,
     masked_cross_entropy,
     resize_token_embeddings,
+    save_chat_template,
     to_hf_tokenizer,
 )
 
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
+    "ASSISTANT",
     "CHAT_TEMPLATE",
+    "CHAT_TEMPLATE_FILE",
     "CHAT_TOKENS",
     "ChatFormat",
     "DPOOutput",
+    "END",
     "EVAL_PLAYS",
     "Encoded",
     "Example",
@@ -112,6 +131,7 @@ __all__ = [
     "LoRALinear",
     "PreferencePair",
     "ROLES",
+    "ResponseLogprobs",
     "Reward",
     "Rollout",
     "SCALES",
@@ -122,6 +142,8 @@ __all__ = [
     "TiedTokensHead",
     "TrainLog",
     "TrainableTokens",
+    "USER",
+    "accumulate_sft_gradients",
     "add_chat_tokens",
     "answer_exact_match",
     "apply_lora",
@@ -137,12 +159,16 @@ __all__ = [
     "grpo_loss",
     "grpo_step",
     "guessed_syllables",
+    "has_chat_tokens",
     "kl_k3",
     "last_token_index",
     "line_words",
     "load_adapter",
+    "load_chat_template",
     "lora_state_dict",
     "masked_cross_entropy",
+    "masked_mean",
+    "masked_normalize",
     "merge_lora",
     "naive_syllable_reward",
     "parse_speeches",
@@ -151,15 +177,19 @@ __all__ = [
     "preference_batch",
     "preference_pairs",
     "resize_token_embeddings",
+    "response_logprobs",
     "rollout",
     "rollout_loss",
     "sample_group",
     "save_adapter",
+    "save_chat_template",
     "sequence_logprobs",
     "sft_loss",
+    "sft_microbatch_step",
     "speaker_shortcut",
     "syllable_score",
     "to_hf_tokenizer",
+    "token_entropy",
     "train_steps",
     "validation_plays",
     "verse_prompts",

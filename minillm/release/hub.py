@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from minillm.finetune.sft import CHAT_TEMPLATE, to_hf_tokenizer
+from minillm.finetune.sft import CHAT_TEMPLATE, END, has_chat_tokens, to_hf_tokenizer
 from minillm.model import hf_convert
 from minillm.model.gpt import GPT
 from minillm.model.hf_convert import (
@@ -133,8 +133,10 @@ def export_hf(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
         hf_model.config.save_pretrained(tmp)
+        # a chat model's answer ends with <|end|>: generate() stops there as well
+        stops = [eot, tokenizer.special_tokens[END]] if has_chat_tokens(tokenizer) else eot
         transformers.GenerationConfig(
-            bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, do_sample=False
+            bos_token_id=eot, eos_token_id=stops, pad_token_id=eot, do_sample=False
         ).save_pretrained(tmp)
         tensors, aliases = hf_state_dict(hf_model)
         safefile.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})

@@ -26,7 +26,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from minillm.serve.api import APIError, ParsedRequest, parse_body, parse_request
+from minillm.serve.api import (
+    PLAY_SCRIPT,
+    TEMPLATE,
+    APIError,
+    ParsedRequest,
+    chat_format_for,
+    parse_body,
+    parse_request,
+)
 from minillm.serve.engine import ContinuousBatcher, EngineThread, QueueFullError, Request
 from minillm.serve.generation import TextStream
 from minillm.serve.metrics import COMPLETION_PATHS, Metrics, RequestLog, RequestRecord
@@ -63,7 +71,9 @@ class _Choices:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.metrics = metrics
         self.requests: list[Request] = []
-        eos = tokenizer.special_tokens.get("<|endoftext|>")
+        eos = parsed.eos_id
+        if eos is None:
+            eos = tokenizer.special_tokens.get("<|endoftext|>")
         for index in range(parsed.n):
             params = parsed.params
             if params.seed is not None and index:  # different choices, each repeatable
@@ -162,6 +172,7 @@ class _Server:
         request_log: RequestLog | None = None,
     ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.chat_format = chat_format_for(tokenizer)  # None: the base model's play script
         self.batcher = ContinuousBatcher(model, n_slots=n_slots, max_queue=max_queue)
         self.metrics = Metrics()
         self.monitor, self.request_log = monitor, request_log
@@ -212,6 +223,7 @@ class _Server:
             tokenizer=self.tokenizer,
             model_name=self.name,
             block_size=self.model.config.block_size,
+            chat_format=self.chat_format,
         )
         choices = _Choices(parsed, self.tokenizer, self.metrics)
         self.submit(choices)
@@ -318,6 +330,11 @@ def create_app(
         request_log: a file (or :class:`RequestLog`) getting one JSON line per completion request.
         log_prompts: the request log also records the prompt text (off: prompts may be private).
         monitor: a :class:`minillm.monitor.DriftMonitor` scoring every prompt in the background.
+
+    ``/v1/chat/completions`` renders messages with lesson 08's chat template when the tokenizer
+    has the chat tokens (a chat model, ``course_model("chat")``), else as a play script (the base
+    model); ``/v1/models`` says which in each model's ``chat_format`` (``"chat-template"`` or
+    ``"play-script"``).
     """
     fastapi = _fastapi()
     from contextlib import asynccontextmanager
@@ -399,6 +416,7 @@ def create_app(
             "object": "model",
             "created": server.created,
             "owned_by": "minillm",
+            "chat_format": PLAY_SCRIPT if server.chat_format is None else TEMPLATE,
         }
         return {"object": "list", "data": [card]}
 
