@@ -18,6 +18,7 @@
     python bench/quantize.py            # full run, writes bench/results/quantize.json
     python bench/quantize.py --quick    # fewer tokens and repeats; the JSON says "mode": "quick"
     python bench/quantize.py --only tied  # only the tied-matrix rows, added to the stored JSON
+    python bench/quantize.py --only llamacpp  # only the GGUF files run in llama.cpp (issue 26)
 
 Targets (issue 13): int8 per-channel with the embedding: dbpb <= +0.1%, KL <= 1e-4, top-1 >= 99%,
 bytes <= 0.30x fp32; int4 g32 packed: dbpb <= +0.5%, KL <= 0.01, top-1 >= 87%, bytes <= 0.18x;
@@ -352,12 +353,24 @@ def print_quality(q: dict) -> None:
     print("targets met:", q["targets_met"])
 
 
+def llamacpp(model, tokenizer, val: torch.Tensor, data_dir: Path, quick: bool) -> dict:
+    """The GGUF files in llama.cpp (bench/llamacpp_section.py), with the machine they ran on."""
+    from llamacpp_section import llamacpp_section, print_llamacpp
+
+    n_scored = (len(val) - 1) // model.config.block_size * model.config.block_size
+    n_bytes = len(tokenizer.decode_bytes(val[1 : n_scored + 1].tolist()))
+    section = {"machine": machine_info(), "mode": "quick" if quick else "full"}
+    section.update(llamacpp_section(model, tokenizer, val, n_bytes, quick))
+    print_llamacpp(section)
+    return section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["tied"],
+        choices=["tied", "llamacpp"],
         help="run one section and update it in the stored results (a full run first)",
     )
     args = parser.parse_args()
@@ -369,14 +382,18 @@ def main() -> None:
     if args.quick:
         val = val[:4097]
     sweep_ids = val[: 4097 if not args.quick else 1025]
-    if args.only == "tied":
+    if args.only:
         if not RESULTS.is_file():
             raise SystemExit(f"error: no {RESULTS.name} to update; run the full benchmark first")
         stored = json.loads(RESULTS.read_text())
-        stored["tied_matrix"] = tied_matrix(model, sweep_ids)
-        print_tied(stored["tied_matrix"])
+        if args.only == "tied":
+            stored["tied_matrix"] = tied_matrix(model, sweep_ids)
+            print_tied(stored["tied_matrix"])
+        else:
+            stored["llamacpp"] = llamacpp(model, tokenizer, val, data_dir, args.quick)
         write_results(RESULTS, stored)
-        print(f"\nupdated the tied_matrix section of {RESULTS.name}")
+        key = "tied_matrix" if args.only == "tied" else "llamacpp"
+        print(f"\nupdated the {key} section of {RESULTS.name}")
         return
     repeats = 5 if args.quick else 30
     results: dict = {
@@ -416,6 +433,7 @@ def main() -> None:
         "int4 kernel faster than F.linear at 4096x4096, batch 1:",
         results["speed_target_int4_faster_than_fp32_4096"],
     )
+    results["llamacpp"] = llamacpp(model, tokenizer, val, data_dir, args.quick)
     write_results(RESULTS, results)
     print(f"\nwrote {RESULTS.relative_to(RESULTS.parents[2])} ({results['mode']} run)")
 

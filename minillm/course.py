@@ -3,6 +3,8 @@
 Taught in lesson 05 (pretraining); every later lesson starts from :func:`course_model`.
 :func:`course_data` prepares the data once into the cache folder (``~/.cache/minillm`` or
 ``$MINILLM_CACHE``); :func:`course_model` trains the course model once and caches it.
+``course_model("chat")`` is the course's chat model (lesson 08's SFT of the base model with the
+chat template, :data:`CHAT_TRAIN`), which lessons 11, 12 and 13 serve, export and interpret.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.data.splits import load_split
+from minillm.finetune.instructions import build_instructions
+from minillm.finetune.objectives import train_steps
+from minillm.finetune.sft import (
+    CHAT_TEMPLATE_FILE,
+    ChatFormat,
+    add_chat_tokens,
+    collate,
+    load_chat_template,
+    masked_cross_entropy,
+    resize_token_embeddings,
+    save_chat_template,
+)
 from minillm.model.config import PRESETS
 from minillm.tokenizer.bpe import BPETokenizer
 from minillm.train.checkpoint import (
@@ -30,11 +44,13 @@ from minillm.train.checkpoint import (
     CheckpointError,
     check_tokenizer,
     load_checkpoint,
+    save_checkpoint,
 )
 from minillm.train.config import TrainConfig
 from minillm.train.loop import train
 from minillm.train.shards import COURSE_DATA, file_sha256, prepare, verify_data_dir
 from minillm.utils.assets import asset_path
+from minillm.utils.outputs import clean_stale_temporaries as _clean_stale
 
 CACHE_ENV_VAR = "MINILLM_CACHE"
 """Environment variable naming the cache folder for trained course artefacts."""
@@ -43,6 +59,9 @@ SHIPPED_DIR = asset_path("course_model")
 """The trained course model that ships inside the package (weights, tokenizer, card)."""
 SHIPPED_WEIGHTS = "model.safetensors"
 SHIPPED_CARD = "card.json"
+CHAT_DIR = asset_path("chat_model")
+"""The course chat model that ships inside the package (weights, tokenizer, template, card)."""
+MODEL_NAMES: tuple[str, ...] = ("base", "chat")
 
 # The shipped course model's recipe: the best point of the sweep in bench/course_recipe.py for
 # about 15 minutes of training on 2 CPU cores. `python scripts/ship_course_model.py` trains it and
@@ -94,7 +113,14 @@ def lesson_config(**overrides: Any) -> TrainConfig:
 def cache_dir() -> Path:
     """The cache folder for trained course artefacts: ``$MINILLM_CACHE`` or ``~/.cache/minillm``."""
     configured = os.environ.get(CACHE_ENV_VAR, "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "minillm"
+    folder = Path(configured).expanduser() if configured else Path.home() / ".cache" / "minillm"
+    if folder.exists() and not folder.is_dir():
+        source = f"${CACHE_ENV_VAR} ({folder})" if configured else str(folder)
+        raise NotADirectoryError(
+            f"the cache folder {source} is a file; point ${CACHE_ENV_VAR} at a folder (it is "
+            "created if missing), or move the file away"
+        )
+    return folder
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -115,32 +141,12 @@ def _publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_temporaries(folder: Path | None = None) -> list[Path]:
-    """Remove ``.<name>.<pid>.tmp`` leftovers of killed runs (their process no longer exists)."""
-    folder = cache_dir() if folder is None else folder
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.glob(".*.tmp"):
-        pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    """Remove ``.<name>.<pid>.tmp`` leftovers of killed runs from the cache (or ``folder``).
+
+    The cache's use of :func:`minillm.utils.outputs.clean_stale_temporaries`.
+    """
+    return _clean_stale(cache_dir() if folder is None else folder)
 
 
 def _data_problem(folder: Path) -> str | None:
@@ -215,6 +221,12 @@ def load_shipped_model():
     if card is None:
         raise FileNotFoundError(f"no shipped course model in {SHIPPED_DIR}")
     for name, key in ((SHIPPED_WEIGHTS, "weights_sha256"), (TOKENIZER_NAME, "tokenizer_sha256")):
+        if not (SHIPPED_DIR / name).is_file():
+            raise FileNotFoundError(
+                f"the shipped {name} is missing from {SHIPPED_DIR}: the installation is "
+                "damaged. Reinstall minillm, or train the model yourself with "
+                "minillm.course_model(retrain=True)"
+            )
         if file_sha256(SHIPPED_DIR / name) != card[key]:
             raise CheckpointError(
                 f"the shipped {name} in {SHIPPED_DIR} does not match its recorded SHA-256: the "
@@ -239,19 +251,25 @@ def _load_trained(final: Path):
     return checkpoint.build_model(), tokenizer
 
 
-def course_model(*, retrain: bool = False, verbose: bool = True):
-    """The course's pretrained GPT and its BPE tokenizer.
+def course_model(name: str = "base", *, retrain: bool = False, verbose: bool = True):
+    """The course's pretrained GPT and its BPE tokenizer (``name="chat"``: the chat model).
 
     By default this is the model that ships inside the package (trained by
     ``scripts/ship_course_model.py`` with :data:`COURSE_TRAIN`; its card in
     ``minillm/assets/course_model/card.json`` records its scores): it loads in about a second on
     any machine. ``retrain=True`` trains the same recipe from scratch on this machine (about 15
     minutes on 2 CPU cores) into the cache folder (``~/.cache/minillm`` or ``$MINILLM_CACHE``)
-    and returns that model; later calls without ``retrain`` still return the shipped one. An
-    installation without the shipped files trains once and then loads from the cache. A cached
-    run that is damaged is trained again, with a message saying so.
+    and returns that model; later calls without ``retrain`` return it too (so ``minillm course
+    --retrain`` makes ``sample``, ``serve`` and the lessons use the retrained model; delete
+    :func:`course_model_dir` to go back to the shipped one). An installation without the
+    shipped files trains once and then loads from the cache. A cached run that is damaged is
+    trained again (or, when a shipped model exists, set aside for it), with a message saying so.
+
+    ``course_model("chat")`` is the chat model (:func:`chat_model`): the shipped base model after
+    supervised fine-tuning with lesson 08's chat template; its tokenizer has the chat tokens.
 
     Args:
+        name: "base" (the pretrained model, the default) or "chat".
         retrain: train the course model from scratch instead of loading the shipped one.
         verbose: print progress (the data preparation and the training bar).
 
@@ -259,21 +277,189 @@ def course_model(*, retrain: bool = False, verbose: bool = True):
         ``(model, tokenizer)``: a :class:`minillm.model.GPT` in eval mode on the CPU, and a
         :class:`minillm.tokenizer.BPETokenizer`.
     """
-    if not retrain and shipped_card() is not None:
-        return load_shipped_model()
+    if name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
+    if name == "chat":
+        return chat_model(retrain=retrain, verbose=verbose)
     final = course_model_dir()
-    clean_stale_temporaries(final.parent)
-    if not retrain and (final / CHECKPOINT_NAME).is_file():
+    if not retrain and (final / CHECKPOINT_NAME).is_file():  # retrained here: it wins
         try:
             return _load_trained(final)
         except (OSError, ValueError) as err:  # CheckpointError is a ValueError
-            print(f"the cached course model {final.name} is unusable ({err}); training it again")
+            again = "using the shipped one" if shipped_card() else "training it again"
+            print(f"the cached course model {final.name} is unusable ({err}); {again}")
+    if not retrain and shipped_card() is not None:
+        return load_shipped_model()
+    clean_stale_temporaries(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     train_course_model(tmp, verbose=verbose)
     _publish(tmp, final)
     return _load_trained(final)
+
+
+# The course chat model's recipe: supervised fine-tuning of the shipped base model on lesson 08's
+# instruction tasks, in the chat template. `python scripts/ship_chat_model.py` trains and scores it
+# and writes minillm/assets/chat_model/; course_model("chat", retrain=True) trains it into the cache.
+CHAT_TRAIN: dict[str, Any] = {
+    "base": "course_model() (the shipped base model)",
+    "method": "sft",  # every parameter, loss on the answer and its <|end|> only
+    # speaker and genre: one-word labels; continue: a generated line of verse (several words)
+    "tasks": ["speaker", "genre", "continue"],
+    "per_play": 200,  # examples of each task per training play
+    "max_chars": 120,
+    "steps": 120,  # about 6-8 minutes on 2 shared cores at a load of 10 (under a minute idle)
+    "batch_size": 16,
+    "learning_rate": 1e-3,
+    "warmup": 20,
+    "weight_decay": 0.0,
+    "seed": 0,
+}
+"""The chat model's run (``scripts/ship_chat_model.py`` records it in the card)."""
+
+
+def chat_model_dir() -> Path:
+    """Where :func:`chat_model` keeps a chat model it trained."""
+    base = shipped_card()
+    key = _fingerprint(CHAT_TRAIN, base and base.get("weights_sha256"), FORMAT_VERSION)
+    return cache_dir() / f"chat-model-{key}"
+
+
+def train_chat_model(
+    out_dir: str | Path,
+    *,
+    eval_plays: Any = None,
+    docs: Any = None,
+    verbose: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Fine-tune the shipped base model with :data:`CHAT_TRAIN` (any setting replaced) into ``out_dir``.
+
+    Writes ``model.safetensors``, ``tokenizer.bpe`` (with the chat tokens) and
+    ``chat_template.jinja``. ``eval_plays`` are held out of training (default: the evaluation
+    plays of :mod:`minillm.finetune.instructions`; pass ``validation_plays()``, with ``docs``
+    lacking the evaluation plays, to choose settings without them). Returns the recipe used,
+    the seconds and the losses.
+    """
+    recipe = {**CHAT_TRAIN, **overrides}
+    unknown = sorted(set(recipe) - set(CHAT_TRAIN))
+    if unknown:
+        raise ValueError(f"unknown chat recipe setting(s) {unknown}; known: {sorted(CHAT_TRAIN)}")
+    base, tokenizer = course_model(verbose=verbose)
+    tokenizer = add_chat_tokens(tokenizer)
+    chat = ChatFormat(tokenizer)
+    model = resize_token_embeddings(base, tokenizer.vocab_size)
+    kwargs = {"eval_plays": eval_plays} if eval_plays is not None else {}
+    data = build_instructions(
+        recipe["per_play"],
+        tasks=recipe["tasks"],
+        max_chars=recipe["max_chars"],
+        seed=recipe["seed"],
+        docs=docs,
+        **kwargs,
+    )["train"]
+    encoded = [chat.example(e.prompt, e.answer) for e in data]
+    ids, targets, _ = collate(encoded, chat.end_id, model.config.block_size)
+    torch.manual_seed(recipe["seed"])
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    batch, steps = recipe["batch_size"], recipe["steps"]
+
+    def loss_fn(step: int) -> torch.Tensor:
+        rows = torch.randint(0, ids.shape[0], (batch,), generator=gen)
+        # drop the columns that are padding in every row of this batch (shorter sequences)
+        width = int((targets[rows] != -100).nonzero()[:, 1].max()) + 2
+        logits, _ = model(ids[rows, :width])
+        loss = masked_cross_entropy(logits, targets[rows, :width])
+        if verbose and (step + 1) % max(1, steps // 10) == 0:
+            print(f"chat SFT step {step + 1}/{steps}: loss {loss.item():.4f}", flush=True)
+        return loss
+
+    log = train_steps(
+        model,
+        loss_fn,
+        steps,
+        lr=recipe["learning_rate"],
+        weight_decay=recipe["weight_decay"],
+        warmup=recipe["warmup"],
+    )
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        out / SHIPPED_WEIGHTS,
+        model,
+        step=steps,
+        train_config={"chat": recipe},
+        rng_states=[],
+        tokenizer_fingerprint=tokenizer.fingerprint(),
+    )
+    tokenizer.save(out / TOKENIZER_NAME)
+    save_chat_template(out)
+    return {"recipe": recipe, "seconds": log.seconds, "losses": log.losses, "examples": len(data)}
+
+
+def _load_chat_folder(folder: Path):
+    if load_chat_template(folder) is None:
+        raise CheckpointError(f"{folder} has no {CHAT_TEMPLATE_FILE}: not a chat model folder")
+    checkpoint = load_checkpoint(folder / SHIPPED_WEIGHTS)
+    tokenizer = BPETokenizer.load(folder / TOKENIZER_NAME)
+    check_tokenizer(checkpoint, tokenizer, folder / TOKENIZER_NAME)
+    ChatFormat(tokenizer)  # checks the chat tokens
+    return checkpoint.build_model(), tokenizer
+
+
+def chat_card() -> dict[str, Any] | None:
+    """The card of the shipped chat model (recipe, scores, fingerprints), or None if absent."""
+    card = CHAT_DIR / SHIPPED_CARD
+    return json.loads(card.read_text()) if card.is_file() else None
+
+
+def load_shipped_chat_model():
+    """The chat model that ships inside the package, checked against its card.
+
+    Raises:
+        FileNotFoundError: this installation has no shipped chat model.
+        CheckpointError: a file does not match the SHA-256 its card records.
+    """
+    card = chat_card()
+    if card is None:
+        raise FileNotFoundError(f"no shipped chat model in {CHAT_DIR}")
+    for name, digest in card["sha256"].items():
+        if file_sha256(CHAT_DIR / name) != digest:
+            raise CheckpointError(
+                f"the shipped {name} in {CHAT_DIR} does not match its recorded SHA-256: the "
+                "installation is damaged. Reinstall minillm, or train the chat model yourself "
+                'with minillm.course_model("chat", retrain=True)'
+            )
+    return _load_chat_folder(CHAT_DIR)
+
+
+def chat_model(*, retrain: bool = False, verbose: bool = True):
+    """The course chat model and its tokenizer (with the chat tokens): ``course_model("chat")``.
+
+    By default the one shipped in ``minillm/assets/chat_model/`` (its card records the recipe
+    :data:`CHAT_TRAIN`, the held-out scores and the fingerprints). ``retrain=True`` fine-tunes
+    the shipped base model again with the same recipe into the cache folder (a few minutes on
+    2 CPU cores) and returns that; an installation without the shipped files trains once and
+    then loads from the cache.
+    """
+    if not retrain and chat_card() is not None:
+        return load_shipped_chat_model()
+    final = chat_model_dir()
+    clean_stale_temporaries(final.parent)
+    if not retrain and (final / SHIPPED_WEIGHTS).is_file():
+        try:
+            return _load_chat_folder(final)
+        except (OSError, ValueError) as err:  # CheckpointError is a ValueError
+            print(f"the cached chat model {final.name} is unusable ({err}); training it again")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    result = train_chat_model(tmp, verbose=verbose)
+    (tmp / "train.json").write_text(json.dumps(result, indent=2) + "\n")
+    _publish(tmp, final)
+    return _load_chat_folder(final)
 
 
 @torch.no_grad()

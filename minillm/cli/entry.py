@@ -13,12 +13,15 @@ status 2; a closed output pipe (``minillm sample | head -1``) ends quietly. Set
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from minillm.train.loop import NonFiniteLossError
 from minillm.utils.environment import doctor
@@ -115,8 +118,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 def _one_line(err: BaseException) -> str:
     """The error as one line: OS errors name the file, memory errors say what to lower."""
     if isinstance(err, OSError) and err.strerror:
-        where = f": {err.filename}" if err.filename else ""
-        return f"{err.strerror}{where}"
+        where = f": {user_path(err.filename)}" if err.filename else ""
+        return f"{err.strerror}{where}{_OS_ADVICE.get(err.errno, '')}"
     if isinstance(err, MemoryError) or _is_out_of_memory(err):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return (
@@ -124,6 +127,25 @@ def _one_line(err: BaseException) -> str:
             "smaller model"
         )
     return " ".join(str(err).split()) or type(err).__name__
+
+
+_OS_ADVICE = {
+    errno.ENOSPC: "; free some space or write somewhere else (nothing was replaced: files are "
+    "written whole, then renamed)",
+    errno.EDQUOT: "; free some space or write somewhere else",
+    errno.EACCES: "; choose a path you may write to, or change its permissions",
+    errno.EROFS: "; the file system is read-only: write somewhere else",
+    errno.ENOTDIR: "; a part of the path is a file where a folder is needed",
+    errno.EISDIR: "; give a file there, not a folder",
+}
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")  # .<name>.<pid or random>.tmp
+
+
+def user_path(filename: object) -> str:
+    """The path to show a user: an internal temporary ``.<name>.<id>.tmp`` becomes ``<name>``."""
+    path = Path(os.fsdecode(filename)) if isinstance(filename, str | bytes) else Path(str(filename))
+    match = _TEMPORARY.match(path.name)
+    return str(path.with_name(match["name"])) if match else str(path)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

@@ -10,9 +10,18 @@ from typing import Any
 
 from minillm.cli.entry import checked_number
 from minillm.evaluate.harness import TASK_NAMES, PerplexityTask, evaluate, resolve_task
-from minillm.quantize.quantized_model import is_quantized_file, load_quantized
+from minillm.quantize.quantized_model import (
+    check_quantized_tokenizer,
+    is_quantized_file,
+    load_quantized,
+)
 from minillm.tokenizer.bpe import BPETokenizer
-from minillm.train.checkpoint import TOKENIZER_NAME, check_tokenizer, load_checkpoint
+from minillm.train.checkpoint import (
+    CHECKPOINT_NAME,
+    TOKENIZER_NAME,
+    check_tokenizer,
+    load_checkpoint,
+)
 from minillm.utils.environment import auto_device, ensure_writable_file
 
 
@@ -24,12 +33,23 @@ def load_for_eval(checkpoint: str | Path, tokenizer_path: str | Path | None = No
     data folder the checkpoint was trained from.
     """
 
-    if is_quantized_file(checkpoint):  # written by `minillm quantize`: no fingerprint to check
+    if Path(checkpoint).is_dir():  # a run folder: its checkpoint, as `minillm sample` takes
+        inside = Path(checkpoint) / CHECKPOINT_NAME
+        if not inside.is_file():
+            raise FileNotFoundError(
+                f"{checkpoint} is a folder without a {CHECKPOINT_NAME}; give a checkpoint file "
+                "(from minillm train) or a quantized file (from minillm quantize)"
+            )
+        checkpoint = inside
+    if is_quantized_file(checkpoint):  # written by `minillm quantize`
         beside = Path(checkpoint).parent / TOKENIZER_NAME
         tokenizer_path = tokenizer_path or beside
         if not Path(tokenizer_path).is_file():
             raise FileNotFoundError(f"no tokenizer at {tokenizer_path}; pass --tokenizer PATH")
-        return load_quantized(checkpoint), BPETokenizer.load(tokenizer_path)
+        model = load_quantized(checkpoint)  # verified before the tokenizer is even read
+        tokenizer = BPETokenizer.load(tokenizer_path)
+        check_quantized_tokenizer(checkpoint, tokenizer, tokenizer_path)
+        return model, tokenizer
     ckpt = load_checkpoint(checkpoint)
     if tokenizer_path is None:
         candidates = [Path(checkpoint).parent / TOKENIZER_NAME]

@@ -35,7 +35,13 @@ def _finetune_cli(args: argparse.Namespace) -> int:
     if not results["complete"]:
         print(f"stopped at step {results['step']}; continue with --resume ({args.out})")
         return 0
-    if "accuracy" in results:
+    if "reward_after" in results:
+        b, a = results["reward_before"], results["reward_after"]
+        summary = (
+            f"reward {b['mean']:.3f} [{b['low']:.3f}, {b['high']:.3f}] -> "
+            f"{a['mean']:.3f} [{a['low']:.3f}, {a['high']:.3f}]"
+        )
+    elif "accuracy" in results:
         acc = results["accuracy"]
         summary = f"accuracy {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
     else:
@@ -61,7 +67,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "finetune",
-        help="adapt a model: full, LoRA, SFT, DPO or a classification head (resumable)",
+        help="adapt a model: full, LoRA, SFT, DPO, a classification head or GRPO (resumable)",
         description="Fine-tune the course model (or --checkpoint) on the instruction set made "
         "from the plays (evaluation plays held out) and score it on the held-out plays. "
         "Checkpoints are written atomically to OUT every --save-every steps; --resume continues "
@@ -107,7 +113,34 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--targets", type=_names, default=defaults.targets, help="LoRA target modules"
     )
     parser.add_argument(
-        "--beta", type=checked_number(float, low=0, low_open=True), default=defaults.beta
+        "--beta",
+        type=checked_number(float, low=0, low_open=True),
+        default=defaults.beta,
+        help="dpo: preference strength; grpo: KL coefficient",
+    )
+    parser.add_argument(
+        "--group-size",
+        type=checked_number(int, low=2, high=1024),
+        default=defaults.group_size,
+        help="grpo: completions sampled per prompt (--batch-size prompts per step)",
+    )
+    parser.add_argument(
+        "--clip-epsilon",
+        type=checked_number(float, low=0, low_open=True),
+        default=defaults.clip_epsilon,
+        help="grpo: clip range of the probability ratio",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=checked_number(int, low=1),
+        default=defaults.max_new_tokens,
+        help="grpo: longest completion in tokens",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=checked_number(float, low=0, low_open=True),
+        default=defaults.temperature,
+        help="grpo: sampling temperature",
     )
     parser.add_argument(
         "--train-blocks",

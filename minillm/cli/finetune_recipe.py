@@ -10,6 +10,9 @@ Taught in lesson 08 (fine-tuning). One run adapts a base model (the course model
 - ``sft``: every parameter, the chat template with its special tokens (:mod:`minillm.finetune.sft`);
 - ``dpo``: preference tuning of an SFT model (``--checkpoint`` of a ``--method sft`` run), the
   SFT model itself as the frozen reference (:mod:`minillm.finetune.dpo`);
+- ``grpo``: reinforcement learning from a verifiable reward (lesson 14): ten-syllable next
+  lines, :mod:`minillm.cli.finetune_grpo`; ``--batch-size`` prompts per step, each with a group
+  of ``--group-size`` sampled completions, the base model as the KL reference (``--beta``);
 - ``classify``: a linear head (and, by default, the last two blocks) for comedy / tragedy /
   history, on its own passages: ``--classify-chars`` long (default 400, near the model's
   128-token context; the generation tasks' ``--max-chars`` passages are too short to tell genre
@@ -40,6 +43,7 @@ import torch
 from torch import nn
 
 from minillm.cli.evaluate import load_for_eval
+from minillm.cli.finetune_grpo import grpo_parts
 from minillm.course import course_model
 from minillm.data.pipeline import prepare_corpus, split_documents
 from minillm.evaluate.metrics import bits_per_byte
@@ -66,14 +70,15 @@ from minillm.train.checkpoint import (
 )
 from minillm.train.loop import NonFiniteLossError
 from minillm.train.schedule import configure_optimizer
+from minillm.utils.outputs import RunLock
 
 __all__ = ["METHODS", "FinetuneSettings", "run_finetune", "RESULTS_NAME"]
 
-METHODS: tuple[str, ...] = ("full", "lora", "sft", "dpo", "classify")
+METHODS: tuple[str, ...] = ("full", "lora", "sft", "dpo", "classify", "grpo")
 RESULTS_NAME = "finetune.json"
 GENRE_NAMES: tuple[str, ...] = ("comedy", "history", "tragedy")
 _SCORING_ONLY = ("n_resamples", "forgetting_chars")  # may change on resume: training is the same
-DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3}
+DEFAULT_LR = {"full": 1e-3, "lora": 5e-3, "sft": 1e-3, "dpo": 1e-4, "classify": 3e-3, "grpo": 3e-4}
 
 
 @dataclass
@@ -91,10 +96,14 @@ class FinetuneSettings:
     rank: int = 8
     alpha: float = 16.0
     targets: list[str] = field(default_factory=lambda: ["c_attn", "c_fc"])
-    beta: float = 0.1
+    beta: float = 0.1  # dpo: the preference strength; grpo: the KL coefficient
     train_blocks: int = 2  # classify: the last blocks trained with the head (0: head only)
     classify_chars: int = 400
     classify_per_play: int = 96
+    group_size: int = 8  # grpo: completions per prompt
+    clip_epsilon: float = 0.2  # grpo: the ratio's clip range
+    max_new_tokens: int = 24  # grpo: the longest completion
+    temperature: float = 1.0  # grpo: sampling temperature
     seed: int = 0
     n_resamples: int = 1000
     forgetting_chars: int = 0
@@ -106,6 +115,7 @@ class FinetuneSettings:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         positive = ("steps", "batch_size", "per_play", "max_chars", "rank", "n_resamples")
+        positive += ("max_new_tokens",)
         for name in (*positive, "classify_chars", "classify_per_play"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,9 +124,17 @@ class FinetuneSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if (
+            isinstance(self.group_size, bool)
+            or not isinstance(self.group_size, int)
+            or self.group_size < 2
+        ):
+            raise ValueError(f"group_size must be an int >= 2, got {self.group_size!r}")
         if not isinstance(self.validation, bool):
             raise ValueError(f"validation must be True or False, got {self.validation!r}")
-        for name in ("alpha", "beta") + (("lr",) if self.lr is not None else ()):
+        for name in ("alpha", "beta", "clip_epsilon", "temperature") + (
+            ("lr",) if self.lr is not None else ()
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -343,6 +361,11 @@ def _make_job(settings, base, tokenizer, docs=None) -> _Job:
             "`minillm finetune --method sft` run (its tokenizer has the chat tokens)"
         )
 
+    if settings.method == "grpo":
+        docs, held_out = held_out_split(settings, docs)
+        ci = lambda values: _ci(values, settings)  # noqa: E731
+        model, loss, score = grpo_parts(settings, base, tokenizer, docs, held_out, ci)
+        return _Job(model, tokenizer, loss, score, model)
     if settings.method == "classify":
         data = classify_data(settings, docs)
     else:
@@ -443,98 +466,99 @@ def run_finetune(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
-    ckpt_path = out / CHECKPOINT_NAME
-    saved = None
-    if resume:
-        saved = load_checkpoint(ckpt_path)  # a clear error when missing or damaged
-        _check_resumable(saved.train_config, settings, ckpt_path)
-    elif ckpt_path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{ckpt_path} already holds a checkpoint; resume it (--resume) or start again "
-            "(--overwrite)"
-        )
-    if base is None:
-        base, tokenizer = _load_base(checkpoint, tokenizer_path)
-    elif tokenizer is None:
-        raise ValueError("pass the tokenizer with the base model")
-    torch.manual_seed(settings.seed)
-    job = _make_job(settings, base, tokenizer, docs)
-    model = job.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable, total = ft.count_parameters(model)
-
-    optimizer = configure_optimizer(
-        model, learning_rate=settings.learning_rate, weight_decay=0.0, device_type="cpu"
-    )
-    gen = torch.Generator().manual_seed(settings.seed)
-    step, seconds, losses = 0, 0.0, []
-    if saved is not None:
-        load_model_state(model, saved)
-        if saved.optimizer_state is None:
-            raise CheckpointError(f"{ckpt_path} holds no optimizer state to resume from")
-        optimizer.load_state_dict(saved.optimizer_state)
-        restore_rng((saved.rng_states or [{}])[0], gen)
-        step = saved.step
-        seconds = float(saved.metrics.get("seconds", 0.0))
-        losses = list(saved.metrics.get("losses", []))
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = job.tokenizer.fingerprint() if hasattr(job.tokenizer, "fingerprint") else None
-
-    def save() -> None:
-        save_checkpoint(
-            ckpt_path,
-            model,
-            step=step,
-            optimizer=optimizer,
-            train_config={"finetune": settings.to_dict()},
-            rng_states=[rng_snapshot(gen)],
-            metrics={"seconds": seconds, "losses": losses},
-            tokenizer_fingerprint=fingerprint,
-        )
-
-    if hasattr(job.tokenizer, "save"):
-        job.tokenizer.save(out / TOKENIZER_NAME)
-    model.train()
-    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    while step < end:
-        start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, settings.steps, settings.learning_rate, settings.warmup)
-        loss = job.loss(gen)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the loss is {float(loss)} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        step += 1
-        seconds += time.perf_counter() - start
-        if step % save_every == 0 or step == end:
-            save()
-        if verbose and (step % max(1, settings.steps // 10) == 0 or step == end):
-            print(f"step {step}/{settings.steps}: loss {losses[-1]:.4f}", flush=True)
-    model.eval()
-    results: dict[str, Any] = {
-        "settings": settings.to_dict(),
-        "learning_rate": settings.learning_rate,
-        "step": step,
-        "complete": step >= settings.steps,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "train_seconds": seconds,
-        "final_loss": losses[-1] if losses else None,
-    }
-    if results["complete"]:
-        results.update(job.score())
-        if settings.forgetting_chars and job.lm is not None:
-            results["bits_per_byte_before"], results["bits_per_byte_after"] = _forgetting(
-                base, job.lm, tokenizer, settings.forgetting_chars
+    with RunLock(out):  # one writer per run folder; stale temporaries of dead ones removed
+        ckpt_path = out / CHECKPOINT_NAME
+        saved = None
+        if resume:
+            saved = load_checkpoint(ckpt_path)  # a clear error when missing or damaged
+            _check_resumable(saved.train_config, settings, ckpt_path)
+        elif ckpt_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{ckpt_path} already holds a checkpoint; resume it (--resume) or start again "
+                "(--overwrite)"
             )
-        if settings.method == "lora":
-            save_adapter(model, out / "adapter")
-    _atomic_json(out / RESULTS_NAME, results)
-    return results
+        if base is None:
+            base, tokenizer = _load_base(checkpoint, tokenizer_path)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer with the base model")
+        torch.manual_seed(settings.seed)
+        job = _make_job(settings, base, tokenizer, docs)
+        model = job.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        trainable, total = ft.count_parameters(model)
+
+        optimizer = configure_optimizer(
+            model, learning_rate=settings.learning_rate, weight_decay=0.0, device_type="cpu"
+        )
+        gen = torch.Generator().manual_seed(settings.seed)
+        step, seconds, losses = 0, 0.0, []
+        if saved is not None:
+            load_model_state(model, saved)
+            if saved.optimizer_state is None:
+                raise CheckpointError(f"{ckpt_path} holds no optimizer state to resume from")
+            optimizer.load_state_dict(saved.optimizer_state)
+            restore_rng((saved.rng_states or [{}])[0], gen)
+            step = saved.step
+            seconds = float(saved.metrics.get("seconds", 0.0))
+            losses = list(saved.metrics.get("losses", []))
+        out.mkdir(parents=True, exist_ok=True)
+        fingerprint = job.tokenizer.fingerprint() if hasattr(job.tokenizer, "fingerprint") else None
+
+        def save() -> None:
+            save_checkpoint(
+                ckpt_path,
+                model,
+                step=step,
+                optimizer=optimizer,
+                train_config={"finetune": settings.to_dict()},
+                rng_states=[rng_snapshot(gen)],
+                metrics={"seconds": seconds, "losses": losses},
+                tokenizer_fingerprint=fingerprint,
+            )
+
+        if hasattr(job.tokenizer, "save"):
+            job.tokenizer.save(out / TOKENIZER_NAME)
+        model.train()
+        end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+        while step < end:
+            start = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, settings.steps, settings.learning_rate, settings.warmup)
+            loss = job.loss(gen)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"the loss is {float(loss)} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            seconds += time.perf_counter() - start
+            if step % save_every == 0 or step == end:
+                save()
+            if verbose and (step % max(1, settings.steps // 10) == 0 or step == end):
+                print(f"step {step}/{settings.steps}: loss {losses[-1]:.4f}", flush=True)
+        model.eval()
+        results: dict[str, Any] = {
+            "settings": settings.to_dict(),
+            "learning_rate": settings.learning_rate,
+            "step": step,
+            "complete": step >= settings.steps,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "train_seconds": seconds,
+            "final_loss": losses[-1] if losses else None,
+        }
+        if results["complete"]:
+            results.update(job.score())
+            if settings.forgetting_chars and job.lm is not None:
+                results["bits_per_byte_before"], results["bits_per_byte_after"] = _forgetting(
+                    base, job.lm, tokenizer, settings.forgetting_chars
+                )
+            if settings.method == "lora":
+                save_adapter(model, out / "adapter")
+        _atomic_json(out / RESULTS_NAME, results)
+        return results
 
 
 def _forgetting(base, model, tokenizer, chars: int) -> tuple[float, float]:

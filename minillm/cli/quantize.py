@@ -10,6 +10,7 @@ from minillm.quantize.gguf import write_gguf
 from minillm.quantize.qtensor import SCHEMES
 from minillm.quantize.quantized_model import model_size_bytes, quantize_model, save_quantized
 from minillm.train.checkpoint import TOKENIZER_NAME, load_checkpoint
+from minillm.utils.outputs import check_output
 
 
 def _group_size_arg(text: str) -> int | None:
@@ -24,8 +25,12 @@ def _group_size_arg(text: str) -> int | None:
 def _quantize_command(args: argparse.Namespace) -> int:
     import shutil
 
-    model = load_checkpoint(args.checkpoint).build_model()
-    out = Path(args.out)
+    # checked before any work: never replace a file silently, never the checkpoint being read
+    out = check_output(args.out, inputs=[args.checkpoint], overwrite=args.overwrite)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a .safetensors or .gguf file path")
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = checkpoint.build_model()
     if out.suffix == ".gguf":
         qtype = {8: "q8_0", 4: "q4_0"}.get(args.bits)
         if qtype is None:
@@ -42,7 +47,7 @@ def _quantize_command(args: argparse.Namespace) -> int:
             include_embedding=not args.no_embedding,
             pad=args.pad,
         )
-        save_quantized(quantized, out)
+        save_quantized(quantized, out, tokenizer_fingerprint=checkpoint.tokenizer_fingerprint)
         kind = f"int{args.bits} {args.scheme}, group size {args.group_size or 'per row'}"
         tokenizer = Path(args.checkpoint).parent / TOKENIZER_NAME
         if tokenizer.is_file() and not (out.parent / TOKENIZER_NAME).exists():
@@ -62,6 +67,9 @@ def add_cli(subparsers: Any) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint from minillm train")
     parser.add_argument("--out", required=True, help="output .safetensors or .gguf file")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (never the checkpoint)"
+    )
     parser.add_argument("--bits", type=int, default=8, choices=range(2, 9), metavar="2..8")
     parser.add_argument(
         "--group-size",

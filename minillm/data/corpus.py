@@ -185,7 +185,9 @@ def _read_document(
         text = path.read_bytes().decode(encoding)
     except UnicodeDecodeError as err:
         raise ValueError(
-            f"{path} is not valid {encoding} ({err}); pass encoding=... to load_corpus"
+            f"{path} is not {encoding} text (byte {err.start} cannot be decoded); convert it "
+            f"to {encoding} first (for example `iconv -f latin1 -t utf-8 OLD > NEW`), or from "
+            "Python pass encoding=... to load_corpus"
         ) from err
     name = path.relative_to(root).with_suffix("").as_posix()
     info = metadata.get(name, {})

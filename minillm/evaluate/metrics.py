@@ -81,6 +81,7 @@ __all__ = [
     "exact_match",
     "f1_score",
     "model_logits",
+    "NonFiniteLogitsError",
     "normalize_answer",
     "perplexity",
     "porter_stemmer",
@@ -116,7 +117,16 @@ def model_logits(model: Callable[..., Any], idx: torch.Tensor) -> torch.Tensor:
             "the model must return logits of shape (batch, time, vocab) or a tuple whose first "
             f"item is those logits; got {type(logits).__name__}"
         )
+    if not bool(torch.isfinite(logits).all()):  # NaN compares unequal: it would score as "right"
+        raise NonFiniteLogitsError(
+            "the model returned NaN or infinite logits, so no score would mean anything; "
+            "check the weights (a diverged run or a damaged file) and evaluate a finite model"
+        )
     return logits
+
+
+class NonFiniteLogitsError(ValueError):
+    """The model's logits hold NaN or infinity: every metric computed from them is void."""
 
 
 def context_length(model: Any, block_size: int | None = None) -> int:

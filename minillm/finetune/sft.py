@@ -14,13 +14,19 @@ target -100, which :class:`minillm.model.GPT`'s loss ignores, so they contribute
 :data:`CHAT_TEMPLATE` is the same format as a Jinja ``chat_template`` (with ``{% generation %}``
 around the assistant's part), and :func:`to_hf_tokenizer` exports the tokenizer to a
 ``transformers`` fast tokenizer, so ``apply_chat_template(..., return_assistant_tokens_mask=True)``
-gives the same ids and mask as :meth:`ChatFormat.encode`.
+gives the same ids and mask as :meth:`ChatFormat.encode`. A chat model's folder stores the
+template beside its tokenizer as ``chat_template.jinja`` (:func:`save_chat_template`, the file
+name ``transformers`` itself uses), and :func:`load_chat_template` refuses a template that
+:class:`ChatFormat` does not render.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -42,6 +48,10 @@ __all__ = [
     "collate",
     "masked_cross_entropy",
     "to_hf_tokenizer",
+    "CHAT_TEMPLATE_FILE",
+    "has_chat_tokens",
+    "save_chat_template",
+    "load_chat_template",
 ]
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
@@ -61,6 +71,43 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"
 )
 """The chat format as a Jinja template for ``transformers``' ``apply_chat_template``."""
+
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+"""The template's file beside a chat model's tokenizer (``transformers`` 5 uses the same name)."""
+
+
+def has_chat_tokens(tokenizer) -> bool:
+    """Whether ``tokenizer`` has every one of :data:`CHAT_TOKENS` (it can encode chats)."""
+    return set(CHAT_TOKENS) <= set(tokenizer.special_tokens)
+
+
+def save_chat_template(folder: str | os.PathLike, template: str = CHAT_TEMPLATE) -> Path:
+    """Write ``template`` to ``folder/chat_template.jinja`` atomically; returns the path."""
+    path = Path(folder) / CHAT_TEMPLATE_FILE
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(template)
+    os.replace(tmp, path)
+    return path
+
+
+def load_chat_template(folder: str | os.PathLike) -> str | None:
+    """The template stored in ``folder/chat_template.jinja``, or None when there is none.
+
+    Raises:
+        ValueError: the stored template is not :data:`CHAT_TEMPLATE`, the only one that
+            :class:`ChatFormat` renders (training and serving would then disagree).
+    """
+    path = Path(folder) / CHAT_TEMPLATE_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if text != CHAT_TEMPLATE:
+        raise ValueError(
+            f"{path} is not minillm's chat template (CHAT_TEMPLATE): ChatFormat renders only that "
+            "one; restore the file or re-export the model"
+        )
+    return text
 
 
 def add_chat_tokens(tokenizer):
@@ -173,25 +220,32 @@ class ChatFormat:
     def encode(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> Encoded:
         """Token ids of :meth:`render`'s text and the loss mask over them.
 
-        The mask is 1 on every token of an assistant message's content and on its ``<|end|>``;
-        0 on role tags, newlines and user messages. Contents are encoded as ordinary text, so a
-        message cannot inject a special token.
+        The ids are exactly those of ``transformers``' ``apply_chat_template`` with
+        :data:`CHAT_TEMPLATE`: the text between two special tokens (a role tag's newline and the
+        content after it) is encoded as one piece, as a ``tokenizers`` tokenizer does, so a
+        content that starts with a newline merges with the tag's newline the same way. The one
+        difference is deliberate: a content holding a special token's text (``"<|end|>"``) stays
+        ordinary text here, so a message cannot inject a control token; ``transformers`` parses it.
+
+        The mask is 1 on every token that holds a byte of an assistant message's content, and on
+        its ``<|end|>``; 0 on role tags, newlines and user messages.
         """
         self._check(messages)
         ids: list[int] = []
         mask: list[int] = []
         encode = self.tokenizer.encode_ordinary
         for message in messages:
-            content = encode(message["content"])
+            tag = self.user_id if message["role"] == "user" else self.assistant_id
+            run = encode("\n" + message["content"])
             if message["role"] == "user":
-                piece = [self.user_id, *self.newline, *content, self.end_id, *self.newline]
-                flags = [0] * len(piece)
-            else:
-                head, body = [self.assistant_id, *self.newline], [*content, self.end_id]
-                piece = head + body + self.newline
-                flags = [0] * len(head) + [1] * len(body) + [0] * len(self.newline)
-            ids += piece
-            mask += flags
+                flags = [0] * len(run)
+            else:  # tokens wholly inside the tag's newline are context; the rest are answer
+                flags, seen = [], 0
+                for token in run:
+                    flags.append(int(seen + len(self.tokenizer.token_bytes(token)) > 1))
+                    seen += len(self.tokenizer.token_bytes(token))
+            ids += [tag, *run, self.end_id, *self.newline]
+            mask += [0, *flags, int(message["role"] == "assistant"), *[0] * len(self.newline)]
         if add_generation_prompt:
             ids += [self.assistant_id, *self.newline]
             mask += [0] * (1 + len(self.newline))

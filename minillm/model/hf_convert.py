@@ -32,6 +32,7 @@ from minillm.model.hf_layouts import (
     _minillm_to_llama,
 )
 from minillm.utils import safefile
+from minillm.utils.safefile import MANIFEST_NAME, verify_manifest
 
 __all__ = ["from_hf", "from_pretrained", "hf_layout_of", "hf_state_dict", "to_hf"]
 
@@ -117,13 +118,24 @@ def from_pretrained(name_or_path: str | os.PathLike[str], *, cls: type) -> nn.Mo
     A local folder is read without any network access. A hub name (``"gpt2"``) is downloaded
     only when the hub is reachable and ``HF_HUB_OFFLINE`` is not set.
 
+    A local folder holding a ``SHA256SUMS`` manifest (written by ``minillm export``) is checked
+    against it first.
+
     Raises:
+        ValueError: a local folder does not match its manifest.
         OSError: offline (or the hub is unreachable) and ``name_or_path`` is not a local
             folder; the message says how to load from a folder instead.
     """
     transformers = _import_transformers()
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if (path / MANIFEST_NAME).is_file():  # an exported folder: its files must match
+            problems = verify_manifest(path)
+            if problems:
+                raise ValueError(
+                    f"{path} does not match its own {MANIFEST_NAME}: {'; '.join(problems[:5])}; "
+                    "the folder was changed after export: export it again"
+                )
         hf_model = transformers.AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32
         )

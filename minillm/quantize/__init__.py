@@ -1,7 +1,7 @@
 """Lesson 10 (quantization): int8 and int4 weight-only quantization, packing, quantized
 layers and files, and llama.cpp's GGUF blocks.
 
-Modules: ``gguf``, ``qtensor``, ``quantized_model``.
+Modules: ``gguf``, ``gguf_export``, ``llamacpp``, ``qtensor``, ``quantized_model``.
 """
 
 from minillm.quantize.gguf import (
@@ -14,6 +14,21 @@ from minillm.quantize.gguf import (
     quantize_blocks,
     read_gguf,
     write_gguf,
+)
+from minillm.quantize.gguf_export import (
+    GGUF_QTYPES,
+    LLAMA3_REGEX,
+    PRE_TOKENIZERS,
+    export_gguf,
+    gguf_chat_template,
+    llama_merges,
+    tensor_types,
+    tokenizer_metadata,
+    tokens_across_line_breaks,
+)
+from minillm.quantize.llamacpp import (
+    LlamaCppLM,
+    import_llama_cpp,
 )
 from minillm.quantize.qtensor import (
     GGML_BLOCK,
@@ -31,6 +46,7 @@ from minillm.quantize.quantized_model import (
     Agreement,
     QuantEmbedding,
     QuantLinear,
+    check_quantized_tokenizer,
     dequantize,
     is_quantized_file,
     linear_names,
@@ -38,6 +54,7 @@ from minillm.quantize.quantized_model import (
     logit_agreement,
     model_size_bytes,
     quantize_model,
+    quantized_fingerprint,
     save_quantized,
 )
 
@@ -48,16 +65,25 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "GGML_BLOCK",
+    "GGUF_QTYPES",
+    "LLAMA3_REGEX",
+    "LlamaCppLM",
+    "PRE_TOKENIZERS",
     "QTYPES",
     "QuantEmbedding",
     "QuantLinear",
     "QuantizedWeight",
     "SCHEMES",
+    "check_quantized_tokenizer",
     "dequantize",
     "dequantize_blocks",
+    "export_gguf",
+    "gguf_chat_template",
     "gguf_name",
+    "import_llama_cpp",
     "is_quantized_file",
     "linear_names",
+    "llama_merges",
     "load_quantized",
     "logit_agreement",
     "model_size_bytes",
@@ -68,8 +94,12 @@ __all__ = [
     "quantize_blocks",
     "quantize_model",
     "quantize_weight",
+    "quantized_fingerprint",
     "read_gguf",
     "save_quantized",
+    "tensor_types",
+    "tokenizer_metadata",
+    "tokens_across_line_breaks",
     "unpack_codes",
     "write_gguf",
 ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,16 @@ from minillm.quantize.qtensor import (
     quantize_weight,
     unpack_codes,
 )
+from minillm.train.checkpoint import _parameters_at_least
+from minillm.utils.integrity import (
+    FINGERPRINT_KEY,
+    check_fingerprint,
+    read_sealed_header,
+    refuse_oversized,
+    verify_sealed,
+    write_sealed,
+)
+from minillm.utils.safefile import SafetensorsFormatError, read_header
 
 __all__ = [
     "GGML_BLOCK",
@@ -50,6 +60,8 @@ __all__ = [
     "model_size_bytes",
     "pack_codes",
     "q4_0_rule",
+    "check_quantized_tokenizer",
+    "quantized_fingerprint",
     "quantize_model",
     "quantize_weight",
     "save_quantized",
@@ -352,18 +364,18 @@ def _quant_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def save_quantized(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+def save_quantized(
+    model: nn.Module, path: str | os.PathLike[str], *, tokenizer_fingerprint: str | None = None
+) -> Path:
     """Write a quantized GPT to a safetensors file, atomically; returns the path.
 
     The file holds each distinct tensor once (the tied matrix once) and, in its metadata, the
-    model configuration and the layout of every quantized layer.
+    model configuration, the layout of every quantized layer, the tokenizer's fingerprint and the
+    checksums of :mod:`minillm.utils.integrity` (the same scheme as checkpoints).
     """
-    from safetensors.torch import save_file
-
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise TypeError("save_quantized needs a minillm GPT (a model with a GPTConfig .config)")
-    path = Path(path)
     unique, aliases = _unique_state(model)
     header = {
         "format": FORMAT,
@@ -371,18 +383,10 @@ def save_quantized(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "config": config.to_dict(),
         "layers": _quant_specs(model),
         "aliases": aliases,
+        FINGERPRINT_KEY: tokenizer_fingerprint,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in unique.items()}
-        save_file(tensors, tmp, metadata={"minillm": json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    tensors = {k: v.detach().contiguous().cpu() for k, v in unique.items()}
+    return write_sealed(path, tensors, header)
 
 
 def is_quantized_file(path: str | os.PathLike[str]) -> bool:
@@ -397,23 +401,51 @@ def is_quantized_file(path: str | os.PathLike[str]) -> bool:
     return header.get("format") == FORMAT
 
 
-def load_quantized(path: str | os.PathLike[str]) -> nn.Module:
+def quantized_fingerprint(path: str | os.PathLike[str]) -> str | None:
+    """The tokenizer fingerprint a quantized file records (None when its run had none)."""
+    return read_sealed_header(path).get(FINGERPRINT_KEY)
+
+
+def check_quantized_tokenizer(
+    path: str | os.PathLike[str], tokenizer: Any, source: Any = ""
+) -> None:
+    """Refuse a tokenizer other than the one the quantized model's checkpoint was trained with."""
+    check_fingerprint(quantized_fingerprint(path), tokenizer, path, source)
+
+
+def load_quantized(path: str | os.PathLike[str], *, legacy: bool = False) -> nn.Module:
     """Rebuild the quantized GPT saved by :func:`save_quantized` (eval mode, CPU).
+
+    The header is verified first, and a configuration needing far more parameters than the file
+    holds is refused before anything is allocated; then every tensor's checksum. A file without
+    checksums is refused unless ``legacy=True``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a minillm quantized model.
+        ValueError: the file is not a minillm quantized model, or is corrupt or edited
+            (:class:`minillm.utils.IntegrityError`).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model at {path}")
     if not is_quantized_file(path):
         raise ValueError(f"{path} is not a quantized model written by minillm.quantize")
-    with safe_open(str(path), framework="pt") as file:
-        header = json.loads(file.metadata()["minillm"])
-        state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    try:
+        infos, _, _ = read_header(path)
+        header = read_sealed_header(path)
+        verify_sealed(path, header, legacy=legacy, what="quantized model")
+        # packed codes hold up to 4 weights per byte (2-bit): bound the claim by that
+        held = 4 * sum(math.prod(info.shape) for info in infos.values())
+        refuse_oversized(path, _parameters_at_least(header["config"]), held)
+        with safe_open(str(path), framework="pt") as file:
+            state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, SafetensorsFormatError, OSError) as err:
+        raise ValueError(
+            f"{path} is not a readable quantized model (truncated or corrupt?): {err}"
+        ) from err
+    verify_sealed(path, header, state, legacy=legacy, what="quantized model")
     model = GPT(GPTConfig.from_dict(header["config"]))
     stores: dict[tuple[str, ...], _QuantStore] = {}
     for name, spec in header["layers"].items():

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from minillm.finetune.sft import CHAT_TEMPLATE, to_hf_tokenizer
+from minillm.finetune.sft import CHAT_TEMPLATE, END, has_chat_tokens, to_hf_tokenizer
 from minillm.model import hf_convert
 from minillm.model.gpt import GPT
 from minillm.model.hf_convert import (
@@ -42,6 +42,7 @@ from minillm.model.hf_convert import (
 )
 from minillm.release.modelcard import build_card, facts_from_model
 from minillm.utils import safefile
+from minillm.utils.outputs import check_output
 
 __all__ = [
     "EXPORT_FILES",
@@ -87,6 +88,7 @@ def export_hf(
     card: str | None = None,
     chat_template: str | None = None,
     overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
 ) -> dict[str, int]:
     """Write ``model`` and ``tokenizer`` as a Hugging Face model folder, atomically.
 
@@ -99,6 +101,8 @@ def export_hf(
         chat_template: the Jinja chat template; default: lesson 08's
             :data:`minillm.finetune.sft.CHAT_TEMPLATE`.
         overwrite: replace an existing non-empty ``out_dir``.
+        inputs: the files the model came from; an ``out_dir`` that is or holds one is refused
+            even with ``overwrite`` (:func:`minillm.utils.outputs.check_output`).
 
     Returns:
         Every file written and its size in bytes (the manifest included).
@@ -109,9 +113,11 @@ def export_hf(
             than the tokenizer's.
     """
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True")
+    out_dir = check_output(out_dir, overwrite=overwrite, inputs=inputs)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(
+            f"--out {out_dir} is a file; the export is a folder: choose another path"
+        )
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
@@ -127,8 +133,10 @@ def export_hf(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
         hf_model.config.save_pretrained(tmp)
+        # a chat model's answer ends with <|end|>: generate() stops there as well
+        stops = [eot, tokenizer.special_tokens[END]] if has_chat_tokens(tokenizer) else eot
         transformers.GenerationConfig(
-            bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, do_sample=False
+            bos_token_id=eot, eos_token_id=stops, pad_token_id=eot, do_sample=False
         ).save_pretrained(tmp)
         tensors, aliases = hf_state_dict(hf_model)
         safefile.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})

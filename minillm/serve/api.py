@@ -13,12 +13,28 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from minillm.finetune.sft import ChatFormat, has_chat_tokens
 from minillm.serve.generation import SamplingParams
 
-__all__ = ["APIError", "ParsedRequest", "parse_request", "chat_prompt", "CHAT_STOP"]
+__all__ = [
+    "APIError",
+    "ParsedRequest",
+    "parse_request",
+    "chat_prompt",
+    "chat_format_for",
+    "CHAT_STOP",
+    "PLAY_SCRIPT",
+    "TEMPLATE",
+]
 
-# The chat template: a play script, which is what the course model has read. Each message is
-# "ROLE:\n<content>\n\n"; the prompt ends with the assistant's cue, and the next user cue stops it.
+# Two ways to turn messages into a prompt, one per kind of model (chat_format_for picks):
+# - TEMPLATE: a chat model (its tokenizer has the chat tokens) gets lesson 08's chat template,
+#   the one it was trained with and the one its Hugging Face export carries
+#   (minillm.finetune.sft.CHAT_TEMPLATE); its <|end|> token stops the answer.
+# - PLAY_SCRIPT: the base model has never seen a chat template, so it gets a play script, which is
+#   what it has read: each message is "ROLE:\n<content>\n\n"; the prompt ends with the
+#   assistant's cue, and the next user cue stops it.
+TEMPLATE, PLAY_SCRIPT = "chat-template", "play-script"
 CHAT_STOP = "\n\nUSER:"
 MAX_N = 8
 MAX_STOP = 4
@@ -65,6 +81,7 @@ class ParsedRequest:
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""  # what the client wrote: the prompt, or the messages' contents (monitoring)
+    eos_id: int | None = None  # the token that ends an answer (None: the tokenizer's <|endoftext|>)
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> APIError:
@@ -127,6 +144,11 @@ def chat_prompt(messages: list[dict[str, str]]) -> str:
     return "".join(parts) + "ASSISTANT:\n"
 
 
+def chat_format_for(tokenizer: Any) -> ChatFormat | None:
+    """The chat template's encoder for a chat model's tokenizer; None (play script) otherwise."""
+    return ChatFormat(tokenizer) if has_chat_tokens(tokenizer) else None
+
+
 def _messages(body: dict) -> list[dict[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -163,21 +185,39 @@ def _prompt_text(body: dict) -> str:
     return prompt
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259); Python accepts them."""
+    raise ValueError(f"{name} is not a JSON value (numbers must be finite)")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The JSON object in a request body, or a 400 APIError."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise _bad(f"the body is not valid JSON: {err}", None, "invalid_json") from None
+    except RecursionError:  # [[[[...: the parser gives up; the client sent something absurd
+        raise _bad(
+            "the body is nested too deeply; a request is a flat JSON object", None, "invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object", None, "invalid_type")
     return body
 
 
 def parse_request(
-    body: dict[str, Any], *, chat: bool, tokenizer: Any, model_name: str, block_size: int
+    body: dict[str, Any],
+    *,
+    chat: bool,
+    tokenizer: Any,
+    model_name: str,
+    block_size: int,
+    chat_format: ChatFormat | None = None,
 ) -> ParsedRequest:
     """Check a completions (``chat=False``) or chat-completions body against the model.
+
+    ``chat_format`` (see :func:`chat_format_for`) renders a chat model's messages with the chat
+    template; without it, messages become a play script (:func:`chat_prompt`).
 
     Raises:
         APIError: 404 for another model name, 400 for anything else that is wrong.
@@ -192,13 +232,27 @@ def parse_request(
             param="model",
             code="model_not_found",
         )
+    eos_id = None
     if chat:
         messages = _messages(body)
-        client_text, text = "\n".join(m["content"] for m in messages), chat_prompt(messages)
+        client_text = "\n".join(m["content"] for m in messages)
     else:
-        client_text = text = _prompt_text(body)
-    # Special-token strings in a request are plain text: a client must not inject control ids.
-    ids = tokenizer.encode_ordinary(text) or [tokenizer.eot_id]
+        client_text = _prompt_text(body)
+    if chat and chat_format is not None:
+        for i, message in enumerate(messages):
+            if message["role"] not in ("user", "assistant"):
+                raise _bad(
+                    f"messages[{i}].role is {message['role']!r}: this chat model's template knows "
+                    "only user and assistant messages",
+                    f"messages[{i}]",
+                )
+        # Contents are encoded as ordinary text: a client must not inject control ids.
+        ids = chat_format.encode(messages, add_generation_prompt=True).ids
+        eos_id = chat_format.end_id
+    else:
+        text = chat_prompt(messages) if chat else client_text
+        # Special-token strings in a request are plain text: a client must not inject control ids.
+        ids = tokenizer.encode_ordinary(text) or [tokenizer.eot_id]
     room = block_size - len(ids)
     prompt_param = "messages" if chat else "prompt"
     if room < 1:
@@ -226,7 +280,7 @@ def parse_request(
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, 0.0, -2.0, 2.0) != 0.0:
             raise _bad(f"{name} is not supported by this server (only 0)", name, "unsupported")
-    stop = _stop(body) + ([CHAT_STOP] if chat else [])
+    stop = _stop(body) + ([CHAT_STOP] if chat and chat_format is None else [])
     top_k = _integer(body, "top_k", 1)  # not OpenAI's: vLLM's extension
     params = SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
@@ -250,4 +304,5 @@ def parse_request(
         stream=stream,
         include_usage=stream and _boolean(options, "include_usage"),
         text=client_text,
+        eos_id=eos_id,
     )

@@ -22,11 +22,19 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from minillm.serve.api import APIError, ParsedRequest, parse_body, parse_request
+from minillm.serve.api import (
+    PLAY_SCRIPT,
+    TEMPLATE,
+    APIError,
+    ParsedRequest,
+    chat_format_for,
+    parse_body,
+    parse_request,
+)
 from minillm.serve.engine import ContinuousBatcher, EngineThread, QueueFullError, Request
 from minillm.serve.generation import TextStream
 from minillm.serve.metrics import COMPLETION_PATHS, Metrics, RequestLog, RequestRecord
@@ -63,7 +71,9 @@ class _Choices:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.metrics = metrics
         self.requests: list[Request] = []
-        eos = tokenizer.special_tokens.get("<|endoftext|>")
+        eos = parsed.eos_id
+        if eos is None:
+            eos = tokenizer.special_tokens.get("<|endoftext|>")
         for index in range(parsed.n):
             params = parsed.params
             if params.seed is not None and index:  # different choices, each repeatable
@@ -117,6 +127,12 @@ class _Choices:
 # ---------------------------------------------------------------------------------------------
 
 
+async def _disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Return when the ASGI server reports that the client closed the connection."""
+    while (await receive()).get("type") != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers at once must not make this spin
+
+
 def _usage(choices: _Choices) -> dict[str, int]:
     prompt = len(choices.requests[0].prompt)
     completion = sum(len(r.tokens) for r in choices.requests)
@@ -156,6 +172,7 @@ class _Server:
         request_log: RequestLog | None = None,
     ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.chat_format = chat_format_for(tokenizer)  # None: the base model's play script
         self.batcher = ContinuousBatcher(model, n_slots=n_slots, max_queue=max_queue)
         self.metrics = Metrics()
         self.monitor, self.request_log = monitor, request_log
@@ -190,7 +207,14 @@ class _Server:
                 headers={"Retry-After": "1"},
             ) from None
 
-    async def complete(self, raw: bytes, chat: bool, record: RequestRecord | None = None) -> Any:
+    async def complete(
+        self,
+        raw: bytes,
+        chat: bool,
+        record: RequestRecord | None = None,
+        receive: Callable[[], Awaitable[dict]] | None = None,
+    ) -> Any:
+        """Answer one completions request; ``receive`` (ASGI) reports the client leaving."""
         from fastapi.responses import JSONResponse, StreamingResponse
 
         parsed = parse_request(
@@ -199,6 +223,7 @@ class _Server:
             tokenizer=self.tokenizer,
             model_name=self.name,
             block_size=self.model.config.block_size,
+            chat_format=self.chat_format,
         )
         choices = _Choices(parsed, self.tokenizer, self.metrics)
         self.submit(choices)
@@ -216,12 +241,30 @@ class _Server:
             events = _sse(choices, parsed, meta, record)
             return StreamingResponse(events, media_type="text/event-stream")
         texts, reasons = [""] * parsed.n, [None] * parsed.n
-        try:
+
+        async def collect() -> None:
             async for index, piece, finish in choices.events():
                 texts[index] += piece
                 reasons[index] = finish if finish is not None else reasons[index]
+
+        collecting = asyncio.ensure_future(collect())
+        # Nothing is sent before the end, so a client that leaves is only seen by listening for
+        # its disconnect message: then cancel its generation at the engine's next step, as
+        # streams do.
+        leaving = asyncio.ensure_future(_disconnect(receive)) if receive is not None else None
+        try:
+            waiting = {collecting} if leaving is None else {collecting, leaving}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not collecting.done():
+                raise APIError(
+                    499, "the client closed the connection", code="client_closed_request"
+                )
+            collecting.result()
         finally:
-            choices.cancel()  # no-op when finished; frees the slots if this coroutine is cancelled
+            for task in (collecting, leaving):
+                if task is not None:
+                    task.cancel()
+            choices.cancel()  # no-op when finished; frees the slots if the client has gone
         body = {
             **meta,
             "object": "chat.completion" if chat else "text_completion",
@@ -287,6 +330,11 @@ def create_app(
         request_log: a file (or :class:`RequestLog`) getting one JSON line per completion request.
         log_prompts: the request log also records the prompt text (off: prompts may be private).
         monitor: a :class:`minillm.monitor.DriftMonitor` scoring every prompt in the background.
+
+    ``/v1/chat/completions`` renders messages with lesson 08's chat template when the tokenizer
+    has the chat tokens (a chat model, ``course_model("chat")``), else as a play script (the base
+    model); ``/v1/models`` says which in each model's ``chat_format`` (``"chat-template"`` or
+    ``"play-script"``).
     """
     fastapi = _fastapi()
     from contextlib import asynccontextmanager
@@ -352,12 +400,14 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: HTTPRequest):
         record = getattr(request.state, "record", None)
-        return await server.complete(await read_body(request), chat=False, record=record)
+        raw = await read_body(request)
+        return await server.complete(raw, False, record, request.receive)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HTTPRequest):
         record = getattr(request.state, "record", None)
-        return await server.complete(await read_body(request), chat=True, record=record)
+        raw = await read_body(request)
+        return await server.complete(raw, True, record, request.receive)
 
     @app.get("/v1/models")
     async def models():
@@ -366,6 +416,7 @@ def create_app(
             "object": "model",
             "created": server.created,
             "owned_by": "minillm",
+            "chat_format": PLAY_SCRIPT if server.chat_format is None else TEMPLATE,
         }
         return {"object": "list", "data": [card]}
 

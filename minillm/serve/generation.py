@@ -77,7 +77,13 @@ class Temperature:
         _check_number("temperature", self.temperature, 0.0, math.inf, low_open=True)
 
     def __call__(self, history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature
+        scaled = logits / self.temperature
+        if bool((torch.isinf(scaled) & torch.isfinite(logits)).any()):
+            # a tiny temperature overflowed: shift the best logit to 0 first (softmax does not
+            # change), so the best token stays at 0 and the others go to -inf, never inf - inf
+            shifted = logits - logits.amax(dim=-1, keepdim=True)
+            scaled = torch.nan_to_num(shifted / self.temperature, nan=0.0)
+        return scaled
 
 
 @dataclass(frozen=True)
@@ -300,19 +306,23 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        out = [idx]
+        # One buffer for prompt and output, filled in place: the history a processor sees is a
+        # view of it, so each step costs the same however long the output already is
+        # (concatenating the whole history every step made sampling quadratic in its length).
+        start = idx.shape[1]
+        out = idx.new_empty(idx.shape[0], start + max_new_tokens)
+        out[:, :start] = idx
         steps = cached_steps(model, context) if use_cache else recomputed_steps(model, context)
         logits = next(steps)
         for step in range(max_new_tokens):
-            history = torch.cat(out, dim=1) if processors else idx
-            scores = apply_processors(processors, history, logits)
+            scores = apply_processors(processors, out[:, : start + step], logits)
             next_id = choose_next(scores, temperature == 0, generator)  # (B, 1)
-            out.append(next_id)
+            out[:, start + step : start + step + 1] = next_id
             if step < max_new_tokens - 1:
                 logits = steps.send(next_id)
     finally:
         model.train(was_training)
-    return torch.cat(out, dim=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

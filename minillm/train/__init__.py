@@ -2,7 +2,7 @@
 configuration, AdamW and the schedule, checkpoints with exact resume, the count and compressor
 baselines, data parallelism from scratch and with DDP, and the precision set-up.
 
-Modules: ``baseline_reports``, ``baselines``, ``checkpoint``, ``compressors``, ``config``, ``ddp_scratch``, ``dist_lab``, ``distributed``, ``loop``, ``optim``, ``precision``, ``runlog``, ``schedule``, ``shards``.
+Modules: ``baseline_reports``, ``baselines``, ``checkpoint``, ``compressors``, ``config``, ``ddp_scratch``, ``dist_lab``, ``distributed``, ``loop``, ``muon``, ``optim``, ``precision``, ``runlog``, ``schedule``, ``shards``.
 """
 
 from minillm.train.baseline_reports import (
@@ -24,10 +24,8 @@ from minillm.train.baselines import (
 )
 from minillm.train.checkpoint import (
     CHECKPOINT_NAME,
-    CHECKSUMS_KEY,
     FORMAT,
     FORMAT_VERSION,
-    HEADER_CHECKSUM_KEY,
     TOKENIZER_NAME,
     Checkpoint,
     CheckpointError,
@@ -35,14 +33,12 @@ from minillm.train.checkpoint import (
     check_optimizer_state,
     check_tokenizer,
     checkpoint_is_valid,
-    header_digest,
     load_checkpoint,
     load_model_state,
     resave_checkpoint,
     restore_rng,
     rng_snapshot,
     save_checkpoint,
-    tensor_digest,
 )
 from minillm.train.compressors import (
     COMPRESSORS,
@@ -51,6 +47,7 @@ from minillm.train.compressors import (
     compressor_table,
 )
 from minillm.train.config import (
+    OPTIMIZERS,
     TrainConfig,
 )
 from minillm.train.distributed import (
@@ -76,6 +73,21 @@ from minillm.train.loop import (
     build_model,
     estimate_loss,
     train,
+)
+from minillm.train.muon import (
+    ADAMW_DEFAULTS,
+    ADJUST_LR_FNS,
+    MUON_DEFAULTS,
+    NS_COEFFICIENTS,
+    NS_EPS,
+    NS_STEPS,
+    Muon,
+    MuonAdamW,
+    adjusted_lr,
+    muon_adamw_groups,
+    muon_update,
+    newton_schulz,
+    split_muon_params,
 )
 from minillm.train.optim import (
     WrittenOutAdamW,
@@ -119,11 +131,12 @@ from minillm.train.shards import (
 )
 
 __all__ = [
+    "ADAMW_DEFAULTS",
+    "ADJUST_LR_FNS",
     "AUTOCAST_STAGES",
     "BASELINES_FILE",
     "BigramModel",
     "CHECKPOINT_NAME",
-    "CHECKSUMS_KEY",
     "COMPRESSORS",
     "COURSE_DATA",
     "Checkpoint",
@@ -138,12 +151,18 @@ __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
     "FloatFormat",
-    "HEADER_CHECKSUM_KEY",
     "LN2",
     "LOG_NAME",
     "MAX_TABLE_BYTES",
     "META_FILE",
+    "MUON_DEFAULTS",
+    "Muon",
+    "MuonAdamW",
+    "NS_COEFFICIENTS",
+    "NS_EPS",
+    "NS_STEPS",
     "NonFiniteLossError",
+    "OPTIMIZERS",
     "SPLITS",
     "STRATEGIES",
     "TOKENIZER_FILE",
@@ -153,6 +172,7 @@ __all__ = [
     "UnigramModel",
     "WrittenOutAdamW",
     "adamw_update",
+    "adjusted_lr",
     "all_finite",
     "all_mean",
     "append_log",
@@ -180,7 +200,6 @@ __all__ = [
     "full_optimizer_state",
     "get_format",
     "get_lr",
-    "header_digest",
     "init_distributed",
     "launch",
     "load_checkpoint",
@@ -188,6 +207,9 @@ __all__ = [
     "load_model_state",
     "local_part",
     "make_grad_scaler",
+    "muon_adamw_groups",
+    "muon_update",
+    "newton_schulz",
     "pick_device",
     "plot_log",
     "prepare",
@@ -201,8 +223,8 @@ __all__ = [
     "saved_activation_bytes",
     "shard_model",
     "spacing",
+    "split_muon_params",
     "split_text",
-    "tensor_digest",
     "train",
     "train_tokens_per_s",
     "truncate_log",

@@ -17,12 +17,9 @@ header also records the tokenizer's fingerprint (:meth:`BPETokenizer.fingerprint
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,16 +30,21 @@ from torch import nn
 
 from minillm.model.config import GPTConfig
 from minillm.model.gpt import GPT
+from minillm.utils.integrity import (  # the digests are re-exported by minillm.train
+    CHECKSUMS_KEY,  # noqa: F401
+    HEADER_CHECKSUM_KEY,  # noqa: F401
+    check_fingerprint,
+    header_digest,  # noqa: F401
+    refuse_oversized,
+    tensor_digest,  # noqa: F401
+    verify_sealed,
+    write_sealed,
+)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 TOKENIZER_NAME = "tokenizer.bpe"
 FORMAT = "minillm-checkpoint"
 FORMAT_VERSION = 1
-
-
-CHECKSUMS_KEY = "checksums"
-HEADER_CHECKSUM_KEY = "header_sha256"
-_NOTICED: set[str] = set()  # files already reported as unverifiable in this process
 
 
 class CheckpointError(ValueError):
@@ -77,12 +79,8 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} holds no model configuration to build from")
         held = sum(t.numel() for t in self.model_state.values())
         claimed = _parameters_at_least(self.model_config)
-        if claimed > 2 * held:  # before even a meta-device build, which is slow for huge configs
-            raise CheckpointError(
-                f"{self.path}: the header's model configuration needs at least {claimed:,} "
-                f"parameters, but the file holds {held:,} (corrupt or edited header); nothing "
-                "was allocated"
-            )
+        # before even a meta-device build, which is slow for huge configs
+        refuse_oversized(self.path, claimed, held, error=CheckpointError)
         try:
             config = GPTConfig(**self.model_config)
             with torch.device("meta"):
@@ -252,40 +250,8 @@ def save_checkpoint(
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
-    """Add the checksums to the header and write the file atomically."""
-    from safetensors.torch import save_file
-
-    header = dict(header)
-    header[CHECKSUMS_KEY] = {name: tensor_digest(name, t) for name, t in tensors.items()}
-    header.pop(HEADER_CHECKSUM_KEY, None)
-    header[HEADER_CHECKSUM_KEY] = header_digest(header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"minillm": json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def tensor_digest(name: str, tensor: torch.Tensor) -> str:
-    """SHA-256 of a tensor's name, dtype, shape and bytes (a flip in any of them changes it)."""
-    digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
-
-
-def header_digest(header: dict[str, Any]) -> str:
-    """SHA-256 of the header's canonical JSON, its own checksum left out.
-
-    Canonical (sorted keys, no spaces), so what is verified is the parsed content: a flip that
-    changes no value (JSON whitespace) is harmless, any other is caught.
-    """
-    content = {k: v for k, v in header.items() if k != HEADER_CHECKSUM_KEY}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Add the checksums to the header and write the file atomically (:mod:`minillm.utils.integrity`)."""
+    return write_sealed(path, tensors, header)
 
 
 def _pack_optimizer(state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -313,12 +279,16 @@ def _unpack_optimizer(packed: dict[str, Any], tensors: dict[str, torch.Tensor]) 
     return {"state": state, "param_groups": groups}
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, legacy: bool = False
+) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`. No pickled code is executed.
 
     The header is read and verified before any tensor; then every tensor is checked against its
     recorded checksum, every floating tensor for NaN and infinity, and the optimizer state for
-    completeness. A file without checksums (written before they existed) loads with a notice.
+    completeness. A file without checksums is refused: this version always writes them, so
+    their absence means an edit; ``legacy=True`` (an explicit choice) loads a trusted older file
+    with a notice.
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
@@ -328,6 +298,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():  # a run folder: its checkpoint
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without a {CHECKPOINT_NAME}; give a checkpoint file (from "
+                "minillm train) or the run folder that holds one"
+            )
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -339,7 +316,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a readable checkpoint (truncated or corrupt?): {err}. "
             "It was left as it is; point to another checkpoint or train again."
         ) from err
-    verified = _verify_tensors(path, header, tensors)
+    verified = verify_sealed(
+        path, header, tensors, legacy=legacy, error=CheckpointError, what="checkpoint"
+    )
     try:
         return _assemble(path, header, tensors, verified)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -363,50 +342,7 @@ def _read_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} has format version {version!r}; this minillm reads up to {FORMAT_VERSION}"
         )
-    if CHECKSUMS_KEY in header and header.get(HEADER_CHECKSUM_KEY) != header_digest(header):
-        raise CheckpointError(
-            f"{path}: corrupt: the header's checksum does not match its content; the file was "
-            "damaged after it was written. Use another checkpoint or train again."
-        )
     return header
-
-
-def _verify_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bool:
-    """Check checksums (when recorded) and finiteness; return whether checksums were verified."""
-    checksums = header.get(CHECKSUMS_KEY)
-    if checksums is None:
-        _notice_unverified(path)
-    else:
-        if not isinstance(checksums, dict):
-            raise CheckpointError(f"{path}: corrupt: the checksum table is malformed")
-        for name in sorted(set(tensors) | set(checksums)):
-            if name not in checksums:
-                raise CheckpointError(f"{path}: corrupt: tensor {name} has no recorded checksum")
-            if name not in tensors:
-                raise CheckpointError(f"{path}: corrupt: tensor {name} is missing from the file")
-            if tensor_digest(name, tensors[name]) != checksums[name]:
-                raise CheckpointError(
-                    f"{path}: corrupt: tensor {name} differs from what was saved (checksum "
-                    "mismatch); use another checkpoint or train again"
-                )
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(
-                f"{path}: tensor {name} holds NaN or infinite values; a model cannot run from "
-                "it. Use an earlier checkpoint or train again."
-            )
-    return checksums is not None
-
-
-def _notice_unverified(path: Path) -> None:
-    key = str(path.resolve())
-    if key not in _NOTICED:
-        _NOTICED.add(key)
-        print(
-            f"notice: {path} has no checksums (written by an older minillm), so it was loaded "
-            "without verification; rewrite it with minillm.train.checkpoint.resave_checkpoint(path)",
-            file=sys.stderr,
-        )
 
 
 def _assemble(
@@ -465,8 +401,13 @@ def check_optimizer_state(state: dict[str, Any], path: str | Path) -> None:
         raise CheckpointError(
             f"{path}: corrupt optimizer state: entries {stray[:5]} belong to no parameter group"
         )
-    key_sets = {index: frozenset(entry) for index, entry in entries.items()}
-    if key_sets:
+    # groups of one kind (minillm.train.muon.MuonAdamW: "muon" or "adamw"; plain optimizers: one
+    # kind) keep the same entries per parameter
+    kind_of = {i: group.get("kind") for group in state["param_groups"] for i in group["params"]}
+    for kind in dict.fromkeys(kind_of.values()):  # in group order
+        key_sets = {i: frozenset(e) for i, e in entries.items() if kind_of[i] == kind}
+        if not key_sets:
+            continue
         expected = max(set(key_sets.values()), key=lambda k: sum(v == k for v in key_sets.values()))
         for index, keys in sorted(key_sets.items()):
             if keys != expected:
@@ -513,17 +454,9 @@ def check_tokenizer(checkpoint: Checkpoint, tokenizer: Any, source: str | Path =
     Raises:
         CheckpointError: the fingerprints differ; the message names both and the fix.
     """
-    expected = checkpoint.tokenizer_fingerprint
-    if expected is None:
-        return
-    actual = tokenizer.fingerprint()
-    if actual != expected:
-        where = f" {source}" if source else ""
-        raise CheckpointError(
-            f"the tokenizer{where} (fingerprint {actual[:12]}) is not the one {checkpoint.path} "
-            f"was trained with (fingerprint {expected[:12]}): its ids would mean other text. "
-            "Pass the run's own tokenizer.bpe (--tokenizer PATH)."
-        )
+    check_fingerprint(
+        checkpoint.tokenizer_fingerprint, tokenizer, checkpoint.path, source, error=CheckpointError
+    )
 
 
 def resave_checkpoint(path: str | Path, out: str | Path | None = None) -> Path:
@@ -535,7 +468,7 @@ def resave_checkpoint(path: str | Path, out: str | Path | None = None) -> Path:
     from safetensors import safe_open
 
     path = Path(path)
-    checkpoint = load_checkpoint(path)  # refuses corrupt files that carry checksums
+    checkpoint = load_checkpoint(path, legacy=True)  # refuses corrupt files that carry checksums
     with safe_open(str(path), framework="pt", device="cpu") as file:
         header = json.loads(file.metadata()["minillm"])
         tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118

@@ -21,6 +21,8 @@ from minillm.train.distributed import STRATEGIES
 from minillm.train.precision import DTYPES
 from minillm.utils.environment import check_seed
 
+OPTIMIZERS = ("adamw", "muon")
+
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
@@ -55,9 +57,21 @@ class TrainConfig:
     learning_rate: float = _setting(3e-3, "peak learning rate, reached after the warmup")
     min_lr: float | None = _setting(None, "learning rate at the end of the cosine; None: peak/10")
     warmup_steps: int = _setting(30, "steps of linear warmup from 0 to the peak learning rate")
-    weight_decay: float = _setting(0.1, "AdamW weight decay, applied to matrices only")
+    weight_decay: float = _setting(
+        0.1, "decoupled weight decay, on matrices only (AdamW's, and Muon's with optimizer=muon)"
+    )
     beta1: float = _setting(0.9, "AdamW beta1 (momentum of the gradient)")
     beta2: float = _setting(0.95, "AdamW beta2 (momentum of the squared gradient)")
+    optimizer: str = _setting(
+        "adamw",
+        "adamw (every parameter) or muon (Muon on the blocks' matrices, AdamW on the rest: "
+        "embeddings, head, norms, biases; see minillm.train.muon)",
+        choices=OPTIMIZERS,
+    )
+    # 0.01: the best of 0.01, 0.02, 0.04 on lesson 05's run (bench/results/muon.json)
+    muon_lr: float = _setting(
+        0.01, "Muon's peak learning rate (optimizer=muon), on learning_rate's schedule"
+    )
     grad_clip: float = _setting(1.0, "clip the global gradient norm to this; 0 disables")
     eval_interval: int = _setting(100, "evaluate on the validation split every this many steps")
     eval_batches: int = _setting(10, "batches averaged for each evaluation")
@@ -130,6 +144,12 @@ class TrainConfig:
     def final_lr(self) -> float:
         return self.learning_rate / 10 if self.min_lr is None else self.min_lr
 
+    @property
+    def muon_final_lr(self) -> float:
+        """Muon's rate at the end of the cosine: the same fraction of its peak as AdamW's."""
+        fraction = self.final_lr / self.learning_rate if self.learning_rate > 0 else 0.1
+        return self.muon_lr * fraction
+
 
 def _type_ok(value: Any, hint: Any) -> bool:
     """Whether ``value`` fits a simple type hint (int, float, str, bool, dict, X | None)."""
@@ -181,7 +201,7 @@ def _check_values(config: TrainConfig) -> None:
     for name in ("warmup_steps", "checkpoint_interval"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
-    for name in ("learning_rate", "weight_decay", "grad_clip"):
+    for name in ("learning_rate", "muon_lr", "weight_decay", "grad_clip"):
         if getattr(config, name) < 0 or not math.isfinite(getattr(config, name)):
             raise ValueError(f"{name} must be a finite number >= 0, got {getattr(config, name)}")
     if config.min_lr is not None and not 0 <= config.min_lr <= config.learning_rate:
@@ -195,6 +215,11 @@ def _check_values(config: TrainConfig) -> None:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {config.dtype!r}")
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {config.strategy!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.strategy == "fsdp" and config.optimizer == "muon":
+        # Muon orthogonalises whole matrices; FSDP hands each rank a shard of each one
+        raise ValueError("optimizer='muon' runs on one process or under strategy='ddp', not fsdp")
     if config.strategy == "fsdp" and (config.compile or config.dtype == "float16"):
         # neither combination is tested here: refuse it rather than fail mid-run
         raise ValueError(

@@ -5,7 +5,7 @@ switches it already has: ``dtype``, ``compile`` and rank awareness under ``torch
 
 - :class:`TrainConfig` (from :mod:`minillm.train.config`): every setting of a run, validated.
 - :func:`get_lr`: linear warmup then cosine decay; :func:`configure_optimizer`: AdamW with weight
-  decay on matrices only.
+  decay on matrices only, or (``optimizer="muon"``) Muon + AdamW from :mod:`minillm.train.muon`.
 - :func:`estimate_loss`: mean loss over fixed batches of a split.
 - :func:`train`: the loop (accumulation, clipping, evaluation, logging, checkpoints, resume).
 
@@ -66,6 +66,7 @@ from minillm.train.runlog import LOG_NAME, append_log, truncate_log
 from minillm.train.schedule import configure_optimizer, get_lr
 from minillm.train.shards import verify_data_dir
 from minillm.utils.environment import ensure_writable_dir, measure_matmul_gflops, seed_everything
+from minillm.utils.outputs import RunLock
 
 # ---------------------------------------------------------------------------------------------
 # Optimizer, schedule, precision
@@ -175,7 +176,9 @@ class _Run:
         self.tokenizer = None  # the data folder's tokenizer: its fingerprint goes in checkpoints
         if train_tokens is None:
             data_dir = Path(config.data_dir)
-            self.tokenizer = verify_data_dir(data_dir)  # complete, or a clear error
+            # sizes and SHA-256 of every shard, once per run: an edited train.bin of the same
+            # size is refused, not trained on
+            self.tokenizer = verify_data_dir(data_dir, deep=True)
             train_tokens = load_split(data_dir, "train")
             val_tokens = load_split(data_dir, "val") if val_tokens is None else val_tokens
             vocab_size = _vocab_size_of(data_dir)
@@ -209,6 +212,8 @@ class _Run:
             weight_decay=config.weight_decay,
             betas=(config.beta1, config.beta2),
             device_type=self.device.type,
+            optimizer=config.optimizer,
+            muon_lr=config.muon_lr,
         )
         self.scaler = make_grad_scaler(config.dtype, self.device)  # float16 only (lesson 07)
         self.generator = batch_generator(config.seed)  # one stream, the same on every rank
@@ -239,6 +244,12 @@ class _Run:
 
     def _restore_state(self, checkpoint: Checkpoint) -> None:
         """Optimizer, scaler, random streams and counters (the weights are already loaded)."""
+        saved_optimizer = (checkpoint.train_config or {}).get("optimizer", "adamw")
+        if saved_optimizer != self.config.optimizer:
+            raise CheckpointError(
+                f"{checkpoint.path} was trained with optimizer={saved_optimizer!r}, this run "
+                f"asks for {self.config.optimizer!r}; resume with the same optimizer"
+            )
         check_optimizer_fits(checkpoint, self.optimizer)
         if self.fsdp:  # the file holds the full state: each rank keeps its shard
             load_full_optimizer_state(self.model, self.optimizer, checkpoint.optimizer_state)
@@ -291,8 +302,15 @@ class _Run:
             warmup_steps=c.warmup_steps,
             max_steps=c.max_steps,
         )
+        muon_lr = get_lr(
+            self.step,
+            max_lr=c.muon_lr,
+            min_lr=c.muon_final_lr,
+            warmup_steps=c.warmup_steps,
+            max_steps=c.max_steps,
+        )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = muon_lr if group.get("kind") == "muon" else lr
         self.forward_model.train()
         loss_sum = torch.zeros((), device=self.device)
         rows = c.batch_size * self.info.world_size  # the global micro-batch
@@ -465,6 +483,7 @@ def train(
 
     Raises:
         FileNotFoundError, ValueError: missing, empty or too-short data; bad settings.
+        RunFolderBusyError: another live process is training into ``out_dir``.
         FileExistsError: ``out_dir`` holds a checkpoint and neither ``resume`` nor
             ``config.overwrite`` is set.
         CheckpointError: the checkpoint to resume is damaged or from another model shape.
@@ -475,16 +494,20 @@ def train(
     info = dist_info()
     started = time.perf_counter()
     init_distributed(info, pick_device(config.device, info))
-    if info.is_main:
-        ensure_writable_dir(config.out_dir, "out_dir")  # before any work, not at the first save
-    run = _Run(config, model, train_tokens, val_tokens, resume, info)
-    if info.is_main:
-        if resume:
-            truncate_log(run.log_path, run.step)
-        elif run.log_path.exists():
-            run.log_path.unlink()  # a fresh run (overwrite=True) starts a fresh log
-        _copy_tokenizer(config, run.out_dir)
-    history = _loop(run, stop_after)
+    with contextlib.ExitStack() as held:
+        if info.is_main:
+            ensure_writable_dir(config.out_dir, "out_dir")  # before any work, not at the first save
+            # one writer per run folder (the OS drops the lock if this process is killed); the
+            # temporaries of killed writers go now, not never
+            held.enter_context(RunLock(config.out_dir))
+        run = _Run(config, model, train_tokens, val_tokens, resume, info)
+        if info.is_main:
+            if resume:
+                truncate_log(run.log_path, run.step)
+            elif run.log_path.exists():
+                run.log_path.unlink()  # a fresh run (overwrite=True) starts a fresh log
+            _copy_tokenizer(config, run.out_dir)
+        history = _loop(run, stop_after)
     seconds = time.perf_counter() - started
     val_losses = [r["val_loss"] for r in history if r.get("kind") == "eval"]
     return TrainResult(

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from minillm.train.muon import MuonAdamW, muon_adamw_groups
+
 __all__ = ["get_lr", "configure_optimizer"]
 
 
@@ -34,12 +36,21 @@ def configure_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.95),
     device_type: str = "cpu",
-) -> torch.optim.AdamW:
+    optimizer: str = "adamw",
+    muon_lr: float = 0.01,
+) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (linear and embedding weights) and none elsewhere.
 
     Biases and normalisation gains are vectors: decaying them toward zero only hurts. The fused
     kernel is used where PyTorch has one (CUDA, CPU), otherwise the multi-tensor ``foreach`` one.
+    ``optimizer="muon"``: a :class:`minillm.train.muon.MuonAdamW` instead, Muon (at ``muon_lr``,
+    with the same decoupled weight decay) on the blocks' matrices and AdamW on the rest.
     """
+    if optimizer == "muon":
+        groups = muon_adamw_groups(model, learning_rate, weight_decay, betas, muon_lr)
+        return MuonAdamW(groups)
+    if optimizer != "adamw":
+        raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]

@@ -241,7 +241,10 @@ def verify_data_dir(data_dir: str | Path, *, deep: bool = False):
                 "(truncated or replaced); re-run `minillm prepare --overwrite`"
             )
         if deep and file_sha256(path) != record.get("sha256"):
-            raise ValueError(f"{path} differs from what was prepared (checksum); re-prepare it")
+            raise ValueError(
+                f"{path} differs from what was prepared (its SHA-256 is not the one meta.json "
+                "records); re-run `minillm prepare --overwrite`"
+            )
     for name, split in (meta.get("splits") or {}).items():
         bin_path = data_dir / f"{name}.bin"
         if bin_path.is_file():

@@ -1,7 +1,8 @@
 """Lesson 00 (welcome and setup): seeding, device choice and the environment check, and the plumbing every
-stage shares: atomic safetensors files and checksums, small statistics helpers.
+stage shares: shipped assets, atomic safetensors files, checksums and tokenizer fingerprints,
+the output guard and the run-folder lock.
 
-Modules: ``assets``, ``environment``, ``lessons``, ``safefile``.
+Modules: ``assets``, ``environment``, ``integrity``, ``lessons``, ``outputs``, ``safefile``.
 """
 
 from minillm.utils.assets import (
@@ -27,9 +28,32 @@ from minillm.utils.environment import (
     measure_matmul_gflops,
     seed_everything,
 )
+from minillm.utils.integrity import (
+    CHECKSUMS_KEY,
+    FINGERPRINT_KEY,
+    HEADER_CHECKSUM_KEY,
+    METADATA_KEY,
+    IntegrityError,
+    check_fingerprint,
+    header_digest,
+    read_sealed_header,
+    refuse_oversized,
+    seal,
+    tensor_digest,
+    verify_sealed,
+    write_sealed,
+)
 from minillm.utils.lessons import (
     Lesson,
     lessons,
+)
+from minillm.utils.outputs import (
+    LOCK_NAME,
+    RunFolderBusyError,
+    RunLock,
+    check_output,
+    clean_stale_temporaries,
+    pid_alive,
 )
 from minillm.utils.safefile import (
     DTYPES,
@@ -50,14 +74,22 @@ from minillm.utils.safefile import (
 
 __all__ = [
     "ASSETS_DIR",
+    "CHECKSUMS_KEY",
     "DEVICE_ENV_VAR",
     "DTYPES",
     "DoctorReport",
+    "FINGERPRINT_KEY",
+    "HEADER_CHECKSUM_KEY",
+    "IntegrityError",
+    "LOCK_NAME",
     "Lesson",
     "MANIFEST_NAME",
     "MAX_HEADER_BYTES",
     "MAX_SEED",
+    "METADATA_KEY",
     "MIN_TORCH",
+    "RunFolderBusyError",
+    "RunLock",
     "SHIPPED_RESULTS",
     "SafetensorsFormatError",
     "TensorInfo",
@@ -65,23 +97,34 @@ __all__ = [
     "auto_device",
     "bench_result",
     "check_file",
+    "check_fingerprint",
+    "check_output",
     "check_seed",
+    "clean_stale_temporaries",
     "cpu_name",
     "dedup_tied",
     "doctor",
     "encode_file",
     "ensure_writable_dir",
     "ensure_writable_file",
-    "lessons",
     "git_commit",
+    "header_digest",
+    "lessons",
     "load_average",
     "load_file",
     "machine_facts",
     "measure_matmul_gflops",
+    "pid_alive",
     "read_header",
+    "read_sealed_header",
+    "refuse_oversized",
     "save_file",
+    "seal",
     "seed_everything",
     "sha256_file",
+    "tensor_digest",
     "verify_manifest",
+    "verify_sealed",
     "write_manifest",
+    "write_sealed",
 ]

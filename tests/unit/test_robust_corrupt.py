@@ -192,7 +192,7 @@ def test_a_renamed_optimizer_tensor_is_refused_at_load(saved, tmp_path):
 
     path = _legacy(saved, tmp_path / "c.safetensors", edit_tensors=rename)
     with pytest.raises(CheckpointError, match="renamed or missing"):
-        load_checkpoint(path)
+        load_checkpoint(path, legacy=True)
 
 
 def test_a_missing_optimizer_tensor_is_refused_at_load(saved, tmp_path):
@@ -200,7 +200,7 @@ def test_a_missing_optimizer_tensor_is_refused_at_load(saved, tmp_path):
         saved, tmp_path / "c.safetensors", edit_tensors=lambda t: t.pop("optimizer/1/exp_avg_sq")
     )
     with pytest.raises(CheckpointError, match="optimizer state"):
-        load_checkpoint(path)
+        load_checkpoint(path, legacy=True)
 
 
 def test_a_header_claiming_a_huge_model_is_refused_before_allocating(saved, tmp_path):
@@ -209,7 +209,7 @@ def test_a_header_claiming_a_huge_model_is_refused_before_allocating(saved, tmp_
 
     path = _legacy(saved, tmp_path / "c.safetensors", grow)
     with pytest.raises(CheckpointError, match="nothing was allocated"):
-        load_checkpoint(path).build_model()
+        load_checkpoint(path, legacy=True).build_model()
 
 
 def test_a_truncated_file_is_refused(saved, tmp_path):
@@ -222,10 +222,13 @@ def test_a_truncated_file_is_refused(saved, tmp_path):
 # --- checkpoints: files of the previous version -----------------------------------------------
 
 
-def test_a_checkpoint_without_checksums_loads_with_one_notice(saved, tmp_path, capsys):
+def test_a_checkpoint_without_checksums_loads_only_as_legacy(saved, tmp_path, capsys):
+    """Issue 27: deleting the checksum keys is refused; only an explicit legacy=True loads it."""
     path = _legacy(saved, tmp_path / "old.safetensors")
-    first = load_checkpoint(path)
-    second = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checksums"):
+        load_checkpoint(path)
+    first = load_checkpoint(path, legacy=True)
+    second = load_checkpoint(path, legacy=True)
     err = capsys.readouterr().err
     assert err.count("has no checksums") == 1, err
     assert not first.verified and _same_checkpoint(first, second)
