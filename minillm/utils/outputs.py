@@ -125,7 +125,7 @@ class RunLock:
 
     Use as a context manager. Entering creates the folder, takes ``fcntl.flock`` on
     ``<folder>/.minillm.lock`` without waiting, records this process id in it, and removes the
-    stale temporaries of dead writers; leaving releases the lock. The OS drops the lock when the
+    stale temporaries of dead writers; leaving removes the lock file and releases the lock. The OS drops the lock when the
     process dies, so a killed run never leaves the folder locked.
 
     Raises:
@@ -141,16 +141,25 @@ class RunLock:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise RunFolderBusyError(
+                    f"another minillm run (pid {owner}) is writing into {self.folder}; wait for "
+                    "it to finish, or choose another output folder"
+                ) from None
+            # the holder removes the file when it leaves: a lock taken on a removed file is no
+            # lock, so check that the path still names the file we locked, else take the new one
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise RunFolderBusyError(
-                f"another minillm run (pid {owner}) is writing into {self.folder}; wait for it "
-                "to finish, or choose another output folder"
-            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -164,5 +173,8 @@ class RunLock:
         traceback: TracebackType | None,
     ) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
+            # remove the lock file while still holding it (the folder is left as the run made
+            # it), then close the descriptor, which releases the flock
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)
+            os.close(self._fd)
             self._fd = None

@@ -142,7 +142,7 @@ def test_load_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="neither a bundled corpus"):
         load_corpus(tmp_path / "missing")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(ValueError, match="not valid utf-8.*encoding="):
+    with pytest.raises(ValueError, match="not utf-8 text.*encoding="):
         load_corpus(tmp_path)
     assert load_corpus(tmp_path, encoding="latin-1")[0].text == "café"
     (tmp_path / "metadata.txt").write_text("title without a section\n")
