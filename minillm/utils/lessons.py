@@ -51,7 +51,12 @@ _LESSONS: tuple[Lesson, ...] = (
         "minillm.interpret",
         "written",
     ),
-    Lesson("14", "Reinforcement learning", None, "planned"),
+    Lesson(
+        "14",
+        "Reinforcement learning from verifiable rewards (GRPO)",
+        "minillm.finetune",
+        "written",
+    ),
 )
 
 

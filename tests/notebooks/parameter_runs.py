@@ -28,4 +28,16 @@ PARAMETER_RUNS: dict[str, list[dict[str, object]]] = {
     "04_gpt_model.ipynb": [
         {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "deep_layers": 4}
     ],
+    # A few updates of small groups: the loop, the curves, the tables and the parity cells with
+    # next to no training (the reward need not rise).
+    "14_reinforcement_learning.ipynb": [
+        {
+            "train_steps": 4,
+            "group_size": 4,
+            "prompts_per_step": 2,
+            "baseline_lines": 200,
+            "bpb_chars": 5_000,
+            "n_show": 2,
+        }
+    ],
 }
