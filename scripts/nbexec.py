@@ -165,6 +165,19 @@ def stamp_title(nb: nbformat.NotebookNode) -> bool:
     return True
 
 
+def wait_for_quiet(timeout: float = 120.0, poll: float = 2.0) -> None:
+    """Wait until the 1-minute load average is within :func:`load_limit`, at most ``timeout`` s.
+
+    Notebooks run back to back: the one before leaves its own threads in the load average, which
+    decays within seconds of its end. A busy machine stays busy; then the run goes ahead and its
+    provenance records the load, which the provenance test refuses.
+    """
+    limit = load_limit(os.cpu_count() or 1)
+    deadline = time.monotonic() + timeout
+    while (load := load_average()) is not None and load > limit and time.monotonic() < deadline:
+        time.sleep(poll)
+
+
 def load_limit(cores: int) -> float:
     """The highest load average a stored run may have: 1.5 on 2 cores, scaled by the core count."""
     return LOAD_PER_TWO_CORES * cores / 2
@@ -245,6 +258,7 @@ def execute_notebook(
     )
     # A non-interactive MPLBACKEND (set by tests, say) would stop the kernel from storing figures.
     saved_backend = os.environ.pop("MPLBACKEND", None)
+    wait_for_quiet()  # the previous notebook's own load fades in seconds; another job's does not
     facts = machine_facts()
     date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     started = time.perf_counter()
