@@ -88,10 +88,14 @@ def _sample(values: Any, name: str) -> np.ndarray:
 
 
 def ks_statistic(a: Any, b: Any) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic $D = \\max_x |F_a(x) - F_b(x)|$.
+    r"""The two-sample Kolmogorov-Smirnov statistic.
 
-    $F_a$, $F_b$ are the empirical CDFs. The maximum is reached just after one of the observed
-    values, so evaluating both CDFs at every value (counting ties in full) is exact.
+    .. math::
+
+        D = \max_x \lvert F_a(x) - F_b(x) \rvert
+
+    :math:`F_a`, :math:`F_b` are the empirical CDFs. The maximum is reached just after one of the
+    observed values, so evaluating both CDFs at every value (counting ties in full) is exact.
     """
     a, b = np.sort(_sample(a, "a")), np.sort(_sample(b, "b"))
     points = np.concatenate([a, b])
