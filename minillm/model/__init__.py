@@ -9,6 +9,12 @@ from minillm.model.config import (
     GPTConfig,
 )
 from minillm.model.diagrams import (
+    BLUE,
+    FONT,
+    GREEN,
+    GREY,
+    ORANGE,
+    PURPLE,
     attention_diagram,
     block_diagram,
     multihead_reshape_diagram,
@@ -46,13 +52,19 @@ from minillm.model.sampling import (
 )
 
 __all__ = [
+    "BLUE",
     "Block",
     "CausalSelfAttention",
+    "FONT",
     "GPT",
     "GPTConfig",
+    "GREEN",
+    "GREY",
     "KVCache",
     "MLP",
+    "ORANGE",
     "PRESETS",
+    "PURPLE",
     "RMSNorm",
     "Steps",
     "apply_rope",

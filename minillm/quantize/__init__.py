@@ -14,6 +14,7 @@ from minillm.quantize.gguf import (
     quantize_blocks,
     read_gguf,
     write_gguf,
+    write_gguf_file,
 )
 from minillm.quantize.gguf_export import (
     GGUF_QTYPES,
@@ -102,4 +103,5 @@ __all__ = [
     "tokens_across_line_breaks",
     "unpack_codes",
     "write_gguf",
+    "write_gguf_file",
 ]

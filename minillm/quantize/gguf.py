@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,28 @@ def _float_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def write_gguf_file(path: str | os.PathLike, arch: str, fill: Callable[[Any], None]) -> Path:
+    """Write a GGUF file atomically: ``fill(writer)`` adds the keys and tensors to a
+    ``gguf.GGUFWriter``; the file appears complete at ``path`` or not at all."""
+    gguf = _import_gguf()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch)
+        fill(writer)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_0") -> Path:
     """Write a float minillm GPT as a ``.gguf`` file, atomically; returns the path.
 
@@ -168,12 +191,8 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
     tensors = _float_tensors(model)
     if any(t.dtype != torch.float32 or not t.is_floating_point() for t in tensors.values()):
         raise ValueError("write_gguf takes a float model; dequantize it first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+
+    def fill(writer: Any) -> None:
         writer.add_name("minillm")
         if arch == "gptneox":
             writer.add_rope_dimension_count(config.head_dim)
@@ -189,15 +208,8 @@ def write_gguf(model: nn.Module, path: str | os.PathLike[str], qtype: str = "q8_
         writer.add_file_type(_FILE_TYPES[qtype](gguf))
         for name, tensor in tensors.items():
             _add_tensor(writer, gguf, gguf_name(name), tensor, qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return write_gguf_file(path, arch, fill)
 
 
 def _gguf_arch(config: Any) -> str:

@@ -36,7 +36,6 @@ when ``abc`` was learned as ``ab + c``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,13 @@ import torch
 from torch import nn
 
 from minillm.finetune.sft import CHAT_TEMPLATE, CHAT_TOKENS, END
-from minillm.quantize.gguf import _gguf_arch, _import_gguf, gguf_name, quantize_blocks
+from minillm.quantize.gguf import (
+    _gguf_arch,
+    _import_gguf,
+    gguf_name,
+    quantize_blocks,
+    write_gguf_file,
+)
 from minillm.quantize.qtensor import GGML_BLOCK
 from minillm.tokenizer.gpt2 import _bytes_to_unicode
 from minillm.tokenizer.pretokenize import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN
@@ -297,25 +302,14 @@ def export_gguf(
     ):
         raise ValueError("export_gguf takes a float model; dequantize it first")
     meta = tokenizer_metadata(tokenizer, config.vocab_size, chat_template)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+
+    def fill(writer: Any) -> None:
         _add_hyper_parameters(writer, gguf, config, arch, name, qtype)
         _add_tokenizer(writer, meta)
         for tensor_name, tensor in tensors.items():
             _add_tensor(writer, gguf, tensor_name, tensor, types[tensor_name])
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return write_gguf_file(path, arch, fill)
 
 
 def _add_hyper_parameters(
