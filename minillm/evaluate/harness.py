@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import torch
 
-from minillm.evaluate import metrics as M
+import minillm.evaluate.metrics as M
 from minillm.evaluate.bias import BiasProbe, bias_probe_gaps
 from minillm.utils.assets import asset_path
 

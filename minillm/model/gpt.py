@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.model import hf_convert, sampling
+import minillm.model.hf_convert as hf_convert
+import minillm.model.sampling as sampling
 from minillm.model.config import GPTConfig
 from minillm.model.layers import Block, KVCache, _make_norm, rope_cos_sin
 

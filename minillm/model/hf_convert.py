@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import minillm.utils.safefile as safefile
 from minillm.model.config import GPTConfig
 from minillm.model.hf_layouts import (
     _HF_TO_MINILLM,
@@ -31,7 +32,6 @@ from minillm.model.hf_layouts import (
     _minillm_to_gpt_neox,
     _minillm_to_llama,
 )
-from minillm.utils import safefile
 from minillm.utils.safefile import MANIFEST_NAME, verify_manifest
 
 __all__ = ["from_hf", "from_pretrained", "hf_layout_of", "hf_state_dict", "to_hf"]

@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
+import minillm.model.hf_convert as hf_convert
+import minillm.utils.safefile as safefile
 from minillm.finetune.sft import CHAT_TEMPLATE, END, has_chat_tokens, to_hf_tokenizer
-from minillm.model import hf_convert
 from minillm.model.gpt import GPT
 from minillm.model.hf_convert import (
     _hub_offline,
@@ -41,7 +42,6 @@ from minillm.model.hf_convert import (
     to_hf,
 )
 from minillm.release.modelcard import build_card, facts_from_model
-from minillm.utils import safefile
 from minillm.utils.outputs import check_output
 
 __all__ = [

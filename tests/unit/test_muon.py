@@ -8,6 +8,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_checkpoint import config as checkpoint_config
+from test_checkpoint import tokens
 
 from minillm.cli.train import _add_setting_flags
 from minillm.model import GPT, GPTConfig
@@ -124,30 +126,9 @@ def test_the_split_puts_every_parameter_in_exactly_one_group(tie):
 # ---- training, checkpoints, settings -------------------------------------------------------
 
 
-def tokens(n: int = 3000) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    return ((np.arange(n) % 20 + (rng.random(n) < 0.1) * 5) % VOCAB).astype(np.uint16)
-
-
 def config(tmp_path, name: str = "run", **changes) -> TrainConfig:
-    settings = dict(
-        out_dir=str(tmp_path / name),
-        optimizer="muon",
-        muon_lr=0.02,
-        max_steps=12,
-        batch_size=4,
-        grad_accum_steps=2,
-        learning_rate=1e-2,
-        warmup_steps=3,
-        eval_interval=4,
-        eval_batches=2,
-        log_interval=2,
-        checkpoint_interval=0,
-        progress=False,
-        peak_gflops=10.0,
-    )
-    settings.update(changes)
-    return TrainConfig(**settings)
+    """test_checkpoint's run settings (the same resume tests), with Muon on the matrices."""
+    return checkpoint_config(tmp_path, name, **{"optimizer": "muon", "muon_lr": 0.02, **changes})
 
 
 def run(cfg: TrainConfig, **kwargs):
